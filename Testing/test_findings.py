@@ -1,0 +1,81 @@
+"""Tests of lunglesionai.findings: the Report/Finding data model and its JSON schema."""
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+
+from lunglesionai import NOT_RUN, Finding, FindingMask, InputInfo, Report
+from lunglesionai.findings import validate_report_dict
+
+
+def _report() -> Report:
+    info = InputInfo("ct.nii.gz", (10, 20, 30), (0.7, 0.7, 1.25), (-100.0, -80.0, 20.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    nodule = Finding(
+        id="N1",
+        kind="nodule",
+        center_lps_mm=(np.float64(1.5), 2.0, 3.0),
+        bbox_lps_mm=((0.0, 1.0, 2.0), (3.0, 3.0, 4.0)),
+        detection_score=np.float32(0.75),
+        diameter_mm=6.2,
+        volume_mm3=124.8,
+        texture="solid",
+        extra={"detector": "classical"},
+        mask=FindingMask((1, 2, 3), np.ones((2, 2, 2), bool)),
+    )
+    return Report(input=info, findings=[nodule], timings_s={"detection": 1.23456}, version="0.1.0")
+
+
+def test_report_json_round_trip_and_schema():
+    report = _report()
+    d = json.loads(report.to_json())
+    validate_report_dict(d)
+    assert d["schema"] == "lunglesionai-report/1"
+    assert d["stages"]["grading"] == NOT_RUN
+    assert d["findings"][0]["malignancy_probability"] is None  # not computed, not invented
+    assert d["findings"][0]["detector"] == "classical"
+    assert "mask" not in d["findings"][0]
+    back = Report.from_dict(d)
+    assert back.findings[0].center_lps_mm == (1.5, 2.0, 3.0)
+    assert back.findings[0].extra == {"detector": "classical"}
+    assert back.input == report.input
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("findings", 0, "kind"), "tumour"),
+        (("findings", 0, "detection_score"), 1.5),
+        (("findings", 0, "texture"), "glassy"),
+        (("input", "spacing_mm"), [0.7, 0.7]),
+        (("schema",), "lunglesionai-report/0"),
+    ],
+)
+def test_schema_rejects_bad_fields(path, value):
+    d = _report().to_dict()
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        validate_report_dict(d)
+
+
+def test_finding_validates_kind_and_status():
+    with pytest.raises(ValueError, match="kind"):
+        Finding("N1", "mass", (0, 0, 0), ((0, 0, 0), (1, 1, 1)))
+    with pytest.raises(ValueError, match="status"):
+        Finding("N1", "nodule", (0, 0, 0), ((0, 0, 0), (1, 1, 1)), status="maybe")
+
+
+def test_mask_paste_clips_to_labelmap():
+    labelmap = np.zeros((4, 4, 4), np.uint8)
+    FindingMask((-1, 2, 3), np.ones((3, 3, 3), bool)).paste_into(labelmap, 7)
+    assert labelmap.sum() == 7 * 2 * 2 * 1
+    assert labelmap[0, 2, 3] == 7 and labelmap[2, 3, 3] == 0
+
+
+def test_summary_mentions_measurements():
+    text = _report().findings[0].summary()
+    assert "6.2 mm solid" in text and "score 0.75" in text
