@@ -1,0 +1,115 @@
+"""``lunglesionai bench``: per-stage seconds and peak memory of the pipeline on a clinical-size phantom.
+
+Timings are medians over ``repeats`` runs on the same phantom; peak memory is the process's peak resident set
+size (``resource.getrusage``, Linux/macOS), which includes the phantom itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .pipeline import PipelineConfig, analyze_volume
+
+__all__ = ["BenchConfig", "run_benchmark", "format_benchmark"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to benchmark.
+
+    Args:
+        shape_zyx: phantom size (Z, Y, X); the issue's reference is 300×512×512.
+        spacing_mm: (x, y, z) mm; reference 0.7×0.7×1.0.
+        repeats: pipeline runs; per-stage medians are reported.
+        seed: phantom seed.
+    """
+
+    shape_zyx: tuple[int, int, int] = (300, 512, 512)
+    spacing_mm: tuple[float, float, float] = (0.7, 0.7, 1.0)
+    repeats: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024**2 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def run_benchmark(config: BenchConfig = BenchConfig(), pipeline: PipelineConfig = PipelineConfig()) -> dict[str, Any]:
+    """Time each pipeline stage (and the file export) on a phantom.
+
+    Returns:
+        dict with ``volume_shape_zyx``, ``spacing_mm``, ``device``, ``stages`` ({stage: median seconds}),
+        ``total_s`` (median of per-run totals), ``peak_rss_mb``, ``runs`` (every run's stage seconds),
+        ``phantom_s`` (time to synthesise the phantom, not part of the total), ``n_findings``, ``cpu``.
+    """
+    from .export import write_outputs
+    from .synth import PhantomConfig, make_phantom
+
+    t0 = time.perf_counter()
+    phantom = make_phantom(
+        PhantomConfig(shape_zyx=config.shape_zyx, spacing_mm=config.spacing_mm, seed=config.seed)
+    )
+    phantom_s = time.perf_counter() - t0
+    runs = []
+    for i in range(config.repeats):
+        logger.info("bench run %d/%d", i + 1, config.repeats)
+        report = analyze_volume(phantom.volume, pipeline)
+        timings = dict(report.timings_s)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            write_outputs(report, Path(tmp) / "out")
+            timings["export"] = time.perf_counter() - t0
+        timings["total"] = sum(timings.values())
+        runs.append(timings)
+    stages = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "total"}
+    return {
+        "volume_shape_zyx": list(config.shape_zyx),
+        "spacing_mm": list(config.spacing_mm),
+        "device": "cpu",
+        "cpu": f"{platform.processor() or platform.machine()}, {_cpu_count()} cores",
+        "stages": {k: round(v, 3) for k, v in stages.items()},
+        "total_s": round(statistics.median(r["total"] for r in runs), 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "repeats": config.repeats,
+        "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
+        "phantom_s": round(phantom_s, 3),
+        "n_findings": len(report.findings),
+    }
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def format_benchmark(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`run_benchmark`'s result."""
+    shape = "×".join(str(n) for n in result["volume_shape_zyx"])
+    spacing = "×".join(f"{s:g}" for s in result["spacing_mm"])
+    lines = [
+        f"volume {shape} (z×y×x) at {spacing} mm (x×y×z), {result['device']} ({result['cpu']}), "
+        f"median of {result['repeats']} runs",
+        f"{'stage':<14}{'seconds':>10}",
+    ]
+    lines += [f"{stage:<14}{seconds:>10.2f}" for stage, seconds in result["stages"].items()]
+    lines.append(f"{'total':<14}{result['total_s']:>10.2f}")
+    lines.append(f"peak RSS {result['peak_rss_mb']:.0f} MB (phantom synthesis {result['phantom_s']:.1f} s, not in total)")
+    return "\n".join(lines)
+

@@ -1,0 +1,127 @@
+"""The ``lunglesionai`` command line: ``analyze``, ``demo``, ``bench``.
+
+``main()`` only parses arguments and calls one ``run_*`` function per command. Bad input ends with one line
+``lunglesionai: error: …`` on stderr and exit status 2; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+
+__all__ = ["main", "run_analyze", "run_demo", "run_bench", "EXIT_BAD_INPUT"]
+
+logger = logging.getLogger("lunglesionai")
+
+EXIT_BAD_INPUT = 2
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """``lunglesionai analyze INPUT -o OUT``: load a CT, run the pipeline, write the result files atomically."""
+    from .export import write_outputs
+    from .io import load_volume
+    from .pipeline import PipelineConfig, analyze_volume
+    from .progress import tqdm_progress
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out}: output folder exists (use --overwrite to replace it)")
+    volume = load_volume(args.input, series_uid=args.series_uid)
+    bar, update = tqdm_progress(not args.no_progress)
+    with bar:
+        report = analyze_volume(volume, PipelineConfig(detector=args.detector), progress=update)
+    paths = write_outputs(report, out, overwrite=args.overwrite)
+    _print_findings(report)
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``lunglesionai demo -o OUT``: analyse a phantom and print sensitivity and false positives."""
+    from .demo import run_phantom_demo
+
+    result = run_phantom_demo(
+        Path(args.output), seed=args.seed, preset=args.preset, overwrite=args.overwrite, progress=not args.no_progress
+    )
+    print(result.summary())
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``lunglesionai bench``: per-stage timings and peak memory on a 512×512×300 phantom."""
+    from .bench import BenchConfig, format_benchmark, run_benchmark
+
+    config = BenchConfig(shape_zyx=tuple(args.shape), spacing_mm=tuple(args.spacing), repeats=args.repeats)
+    result = run_benchmark(config)
+    print(format_benchmark(result))
+    if args.json:
+        _write_json_atomic(Path(args.json), result)
+    return 0
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _print_findings(report) -> None:
+    nodules = report.nodules()
+    print(f"{len(nodules)} nodule finding(s)")
+    for f in nodules:
+        x, y, z = f.center_lps_mm
+        print(f"  {f.id}: LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm, {f.summary()}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all sub-commands."""
+    parser = argparse.ArgumentParser(prog="lunglesionai", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lunglesionai {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage (INFO) on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="analyse a chest CT (DICOM folder, NIfTI, NRRD, MHA/MHD, DICOM file)")
+    p.add_argument("input", help="CT file or DICOM series folder")
+    p.add_argument("-o", "--output", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--series-uid", help="SeriesInstanceUID to use when the DICOM folder holds several series")
+    p.add_argument("--detector", default="classical", choices=["classical"], help="nodule detector")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_analyze)
+
+    p = sub.add_parser("demo", help="make the procedural chest-CT phantom, analyse it, score against its truth")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
+    p.add_argument("--preset", choices=["clinical", "small"], default="clinical", help="phantom size")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_demo)
+
+    p = sub.add_parser("bench", help="per-stage seconds and peak memory on a clinical-size phantom")
+    p.add_argument("--json", help="also write the result as JSON to this file")
+    p.add_argument("--repeats", type=int, default=3, help="runs; medians are reported (default 3)")
+    p.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("Z", "Y", "X"))
+    p.add_argument("--spacing", type=float, nargs=3, default=[0.7, 0.7, 1.0], metavar=("X", "Y", "Z"))
+    p.set_defaults(func=run_bench)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``lunglesionai`` console script; returns the exit status."""
+    from .io import CTInputError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except (CTInputError, FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"lunglesionai: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,110 @@
+"""Tests of lunglesionai.pipeline on the small phantom: stages, findings against truth, duplicates, orientation."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from lunglesionai import NOT_RUN, Finding, FindingMask, Volume
+from lunglesionai.demo import score_against_phantom
+from lunglesionai.pipeline import PipelineConfig, analyze_volume, merge_duplicates
+from lunglesionai.synth import PhantomConfig, make_phantom
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(PhantomConfig.small())
+
+
+@pytest.fixture(scope="module")
+def report(phantom):
+    return analyze_volume(phantom.volume)
+
+
+def test_stages_without_models_are_not_run(report):
+    for stage in ("fp_reduction", "grading", "uld"):
+        assert report.stages[stage] == NOT_RUN
+    for stage in ("lung_mask", "detection", "segmentation", "measurement"):
+        assert report.stages[stage] != NOT_RUN
+        assert report.timings_s[stage] >= 0
+    for f in report.findings:
+        assert f.malignancy_probability is None and f.invasiveness is None
+
+
+def test_finds_most_phantom_nodules_with_few_false_positives(phantom, report):
+    match = score_against_phantom(report, phantom.truth_table())
+    assert match.sensitivity >= 0.6, match
+    assert match.false_positives <= 10
+
+
+def test_findings_are_consistent(phantom, report):
+    ids = [f.id for f in report.findings]
+    assert ids == [f"N{i}" for i in range(1, len(ids) + 1)]
+    scores = [f.detection_score for f in report.findings]
+    assert scores == sorted(scores, reverse=True)
+    v = phantom.volume
+    for f in report.findings:
+        assert f.mask is not None and f.mask.voxel_count > 0
+        assert 3.0 <= f.diameter_mm <= 30.0
+        assert f.long_axis_mm >= f.short_axis_mm > 0
+        assert f.volume_mm3 == pytest.approx(f.mask.voxel_count * v.voxel_volume_mm3, rel=1e-6)
+        lo, hi = np.array(f.bbox_lps_mm)
+        assert np.all(lo <= np.array(f.center_lps_mm)) and np.all(np.array(f.center_lps_mm) <= hi)
+
+
+def test_matched_findings_measure_like_the_truth(phantom, report):
+    truth = phantom.truth_table()
+    match = score_against_phantom(report, truth)
+    for finding, t in zip(report.findings, match.finding_truth):
+        if t >= 0 and truth[t]["diameter_mm"] >= 6:
+            assert finding.diameter_mm == pytest.approx(truth[t]["diameter_mm"], rel=0.35)
+
+
+def test_flipped_input_gives_same_findings_in_lps(phantom, report):
+    v = phantom.volume
+    # the same voxels stored right-to-left and anterior-to-posterior: direction flips x and y
+    n_i, n_j = v.shape_zyx[2], v.shape_zyx[1]
+    origin = v.ijk_to_lps([[n_i - 1, n_j - 1, 0]])[0]
+    flipped = Volume(v.hu[:, ::-1, ::-1].copy(), v.spacing_mm, tuple(origin), (-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    report_flipped = analyze_volume(flipped)
+    a = np.array([f.center_lps_mm for f in report.findings])
+    b = np.array([f.center_lps_mm for f in report_flipped.findings])
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # masks come back on the flipped input's own grid
+    labels = np.zeros(flipped.shape_zyx, bool)
+    report_flipped.findings[0].mask.paste_into(labels, 1)
+    centroid_kji = np.argwhere(labels).mean(axis=0)
+    np.testing.assert_allclose(flipped.kji_to_lps(centroid_kji)[0], report.findings[0].center_lps_mm, atol=1e-6)
+
+
+def _finding(center, diameter, score, offset=None, size=4):
+    mask = FindingMask(offset, np.ones((size,) * 3, bool)) if offset is not None else None
+    return Finding("", "nodule", center, (center, center), detection_score=score, diameter_mm=diameter, mask=mask)
+
+
+def test_merge_duplicates_keeps_best_and_distinct():
+    a = _finding((0, 0, 0), 8.0, 0.5)
+    b = _finding((2, 0, 0), 6.0, 0.9)  # within a's radius: duplicate, b wins on score
+    c = _finding((30, 0, 0), 6.0, 0.4, offset=(0, 0, 0))
+    d = _finding((36, 0, 0), 4.0, 0.3, offset=(3, 3, 3))  # far in mm but masks overlap at voxel (3, 3, 3)
+    e = _finding((80, 0, 0), 6.0, 0.2, offset=(10, 10, 10))
+    kept = merge_duplicates([a, b, c, d, e])
+    assert [k.detection_score for k in kept] == [0.9, 0.4, 0.2]
+    assert a.detection_score == 0.5  # inputs untouched
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="detector"):
+        PipelineConfig(detector="magic")
+    with pytest.raises(ValueError, match="diameter"):
+        PipelineConfig(min_diameter_mm=10, max_diameter_mm=5)
+
+
+def test_progress_callback_reaches_one(phantom):
+    calls = []
+    small = make_phantom(replace(PhantomConfig.small(), n_nodules=2))
+    analyze_volume(small.volume, progress=lambda stage, fraction: calls.append((stage, fraction)))
+    fractions = [f for _, f in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert [s for s, _ in calls][0] == "lung_mask"
