@@ -78,7 +78,7 @@ def make_small_report(with_lesion: bool = True) -> Report:
 @pytest.fixture(scope="module")
 def slicer_scene():
     """A slicer-core scene set up for reading segmentations and markups."""
-    slicer = pytest.importorskip("slicer", reason="needs slicer-core (the Qt-free MRML build)")
+    import slicer  # slicer-core (requirements-dev.txt)
     from lunglesionai.mrml import setup_scene_for_lunglesionai
 
     scene = slicer.vtkMRMLScene()
