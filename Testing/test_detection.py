@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from lunglesionai.detection import BlobDetectorConfig, Candidate, blob_scales_mm, detect_candidates
 from lunglesionai.volume import Volume
 
@@ -88,7 +87,9 @@ def test_tubes_are_not_blobs():
 def test_candidates_only_inside_the_lung_mask(sphere_volume):
     lung = np.zeros(sphere_volume.shape_zyx, np.uint8)
     lung[:, :, : int(50 / SPACING[0])] = 1  # x < 50 mm: holds the 3, 8 and 28 mm spheres (x = 20, 30, 30)
+    hu_before, lung_before = sphere_volume.hu.copy(), lung.copy()
     cands = detect_candidates(sphere_volume, lung)
+    assert np.array_equal(sphere_volume.hu, hu_before) and np.array_equal(lung, lung_before)  # inputs untouched
     assert len(cands) == 3
     assert all(c.center_kji[2] * SPACING[0] < 50 for c in cands)
     assert detect_candidates(sphere_volume, np.zeros_like(lung)) == []

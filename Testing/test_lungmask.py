@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
 from lunglesionai.lungmask import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL, LungMaskConfig, segment_lungs
 from lunglesionai.volume import Volume
@@ -61,7 +60,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_two_lungs_right_left_and_contents():
     volume, truth = synthetic_chest()
+    hu_before = volume.hu.copy()
     labels = segment_lungs(volume)
+    assert np.array_equal(volume.hu, hu_before)  # the input is not modified
     assert labels.shape == volume.shape_zyx and labels.dtype == np.uint8
     for lab in (RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL):
         assert _dice(labels == lab, truth == lab) > 0.93

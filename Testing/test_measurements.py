@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from lunglesionai.findings import FindingMask
 from lunglesionai.measurements import (
     GROUND_GLASS_MAX_FRACTION,

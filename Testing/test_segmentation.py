@@ -7,7 +7,6 @@ import csv
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
 from lunglesionai.findings import FindingMask
 from lunglesionai.segmentation import NoduleSegmentationConfig, segment_nodule
@@ -44,7 +43,7 @@ def _centre_kji():
 
 
 def test_sphere_attached_to_a_vessel():
-    z, y, x = _grid()
+    z, y, _x = _grid()
     nodule = _sphere(5.0)
     vessel = (y - CENTRE_MM[1] - 3.0) ** 2 + (z - CENTRE_MM[0]) ** 2 <= 1.5**2  # 3 mm vessel through its edge
     hu = np.full(SHAPE, LUNG_HU, np.float32)
@@ -58,7 +57,7 @@ def test_sphere_attached_to_a_vessel():
 
 @pytest.mark.parametrize("with_lung_mask", [True, False])
 def test_sphere_attached_to_the_chest_wall(with_lung_mask):
-    z, y, x = _grid()
+    _z, _y, x = _grid()
     wall_x = CENTRE_MM[2] + 4.0  # 10 mm nodule sitting on a wall that starts 4 mm right of its centre
     wall = x >= wall_x
     nodule = _sphere(5.0) & ~wall
@@ -111,7 +110,8 @@ def test_lidc_nodules_dice():
     """The first 12 validation nodules of ../shared/data/lidc_voi (real CT, consensus masks)."""
     sitk = pytest.importorskip("SimpleITK")
     root = shared_path("lidc_voi")
-    rows = [r for r in csv.DictReader(open(root / "nodules.csv")) if r["split"] == "val"][:12]
+    with open(root / "nodules.csv", newline="") as table:
+        rows = [r for r in csv.DictReader(table) if r["split"] == "val"][:12]
     dice = []
     for row in rows:
         img = sitk.ReadImage(str(root / "images" / row["file"]))

@@ -12,17 +12,24 @@ Method:
    filters for nodules, vessels, and airway walls in two- and three-dimensional CT scans", Med Phys
    30(8):2040-2051, 2003 (doi:10.1118/1.1581411): with eigenvalues ordered |λ1| ≥ |λ2| ≥ |λ3| and all negative
    (a bright blob), ``z_dot = σ² |λ3|² / |λ1|``; it is zero for tubes (λ3 ≈ 0: vessels) and plates (walls).
-   Large scales run on block-averaged coarser grids (at least ``min_sigma_voxels`` voxels per σ) to stay fast.
+   The Hessian is taken by central differences of the Gaussian-smoothed image, and its eigenvalues (closed
+   form) only where the Laplacian allows a response above ``min_response_hu``. Large scales run on
+   block-averaged coarser grids (at least ``min_sigma_voxels`` voxels per σ) to stay fast.
 3. Maxima of the response in space and over the neighbouring scales (Lindeberg's scale selection), refined to
-   sub-voxel position, then greedy non-maximum suppression across scales (strongest response first).
+   sub-voxel position; maxima whose centre is not at least ``min_centre_contrast_hu`` brighter than the lung
+   (airway lumens ringed by walls) are dropped; then greedy non-maximum suppression across scales (strongest
+   response first).
 4. Score in [0, 1], Frangi-style (Frangi et al., MICCAI 1998, LNCS 1496:130-137, doi:10.1007/BFb0056195):
-   ``score = (|λ3| / |λ1|) ** blob_power × (1 − exp(−(m / contrast_scale_hu)²))`` with ``m = σ² |trace| / 3``
-   (about 0.3 × the blob's contrast in HU for a sphere). The first factor is 1 for a sphere, about 0.65 for a
-   2:1 ellipsoid, about 0.5 at a vessel's end or bend and 0.2-0.4 at branchings; the second makes the score
-   nearly independent of contrast once a blob is clearly above noise, so ground-glass nodules (contrast
-   ~250 HU) rank with solid ones (~900 HU).
+   ``score = (|λ3| / |λ1|) ** blob_power × (1 − exp(−(m / contrast_scale_hu)²)) × centrality **
+   centrality_power`` with ``m = σ² |trace| / 3`` (about 0.3 × the blob's contrast in HU for a sphere). The
+   first factor is 1 for a sphere, about 0.65 for a 2:1 ellipsoid, about 0.5 at a vessel's end or bend and
+   0.2-0.4 at branchings; the second makes the score nearly independent of contrast once a blob is clearly
+   above noise, so ground-glass nodules (contrast ~250 HU) rank with solid ones (~900 HU); the third (``m`` at
+   the maximum over the largest ``m`` within σ) is low where the dot response peaks off a structure's centre,
+   as it does beside vessel branchings.
 
-This is the classical baseline that learned detectors must beat.
+Vessel bends, ends and branchings and small airway walls remain the main false positives; this is the
+classical baseline that learned detectors (and a false-positive reduction stage) must beat.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from scipy import ndimage as ndi
 
 from .volume import Volume
 
-__all__ = ["Candidate", "BlobDetectorConfig", "detect_candidates", "blob_scales_mm"]
+__all__ = ["BlobDetectorConfig", "Candidate", "blob_scales_mm", "detect_candidates"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +61,7 @@ class Candidate:
     Args:
         center_kji: (k, j, i) fractional array index of the centre on the analysed volume's grid.
         radius_mm: estimated radius in mm (from the scale of the strongest response).
-        score: confidence in [0, 1] (monotone in the filter response; not a calibrated probability).
+        score: blob score in [0, 1] (roundness × contrast × centrality; not a calibrated probability).
         method: the detector that produced it, e.g. "hessian-dot".
     """
 
@@ -99,7 +106,7 @@ class BlobDetectorConfig:
     contrast_scale_hu: float = 30.0
     blob_power: float = 1.5
     centrality_power: float = 2.0
-    max_candidates: int = 50
+    max_candidates: int = 120
     min_centre_contrast_hu: float = 100.0
     nms_overlap: float = 1.0
 
@@ -126,7 +133,7 @@ def blob_scales_mm(config: BlobDetectorConfig) -> list[float]:
     """Scales σ (mm) searched: geometric from min to max diameter (σ = diameter / 2 / √3)."""
     lo = config.min_diameter_mm / 2 / RADIUS_PER_SIGMA
     hi = config.max_diameter_mm / 2 / RADIUS_PER_SIGMA
-    n = max(1, int(math.ceil(math.log(hi / lo) / math.log(config.scale_ratio) - 1e-9)) + 1)
+    n = max(1, math.ceil(math.log(hi / lo) / math.log(config.scale_ratio) - 1e-9) + 1)
     return [float(s) for s in np.geomspace(lo, hi, n)]
 
 
@@ -307,7 +314,7 @@ def _scale_level(image: np.ndarray, mask: np.ndarray, sigma: float, config: Blob
         return empty
     maxima = np.stack(np.unravel_index(flat[where], level.shape), axis=1)
     ratio = -lam3[where] / lam1_abs[where]
-    scores = _blob_score(ratio, strength, maxima, max(1, int(round(sigma_vox))), config)
+    scores = _blob_score(ratio, strength, maxima, max(1, round(sigma_vox)), config)
     keep = scores >= config.threshold
     return _Level(sigma, f, response, maxima[keep], scores[keep])
 

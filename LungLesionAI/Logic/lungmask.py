@@ -12,6 +12,9 @@ Differences from the paper, each for a reason:
 * Outside air is found per axial slice as air touching the slice border whose mean HU is that of pure air
   (< ``outside_air_max_mean_hu``). Lung parenchyma (about −900…−700 HU) that touches the border of a *cropped*
   volume is therefore kept, where a plain "remove border-connected air" rule would delete it.
+* Tissue (>= ``air_max_hu``) in the outermost coarse voxels is removed at full resolution, so the mask's
+  border follows the real lung surface instead of 2 mm blocks (block corners full of chest wall look like
+  small nodules to a detector).
 * Left/right separation tries erosion first (the anterior/posterior junction lines are thin), then a watershed on
   the HU image from the two eroded cores (the junction line is the bright ridge); when nothing separates, the
   mask is split at the body's midline if it straddles it.
@@ -34,8 +37,8 @@ from .volume import Volume
 
 __all__ = [
     "BACKGROUND_LABEL",
-    "RIGHT_LUNG_LABEL",
     "LEFT_LUNG_LABEL",
+    "RIGHT_LUNG_LABEL",
     "LungMaskConfig",
     "segment_lungs",
 ]
@@ -99,7 +102,7 @@ class LungMaskConfig:
     lung_min_median_hu: float = -960.0
     split_max_erosion_mm: float = 12.0
     split_min_fraction: float = 0.1
-    closing_radius_mm: float = 10.0
+    closing_radius_mm: float = 15.0
 
     def __post_init__(self) -> None:
         positive = {
@@ -137,16 +140,17 @@ def segment_lungs(volume: Volume, config: LungMaskConfig = LungMaskConfig()) -> 
 
     Returns:
         (Z, Y, X) uint8 array on ``volume``'s grid: 0 outside, 1 (:data:`RIGHT_LUNG_LABEL`) right lung (smaller
-        LPS x), 2 (:data:`LEFT_LUNG_LABEL`) left lung. Vessels, airways inside the lung and nodules up to about
-        ``closing_radius_mm`` at the pleura are included. A scan with one lung or none gives what is found (a
-        warning is logged); it never raises for anatomy.
+        LPS x), 2 (:data:`LEFT_LUNG_LABEL`) left lung. Vessels, small airways and nodules up to about
+        ``closing_radius_mm`` at the pleura are included; the lumen of the trachea and of the bronchi grown from
+        it is not. A scan with one lung or none gives what is found (a warning is logged); it never raises for
+        anatomy.
 
     Raises:
         ValueError: the volume has fewer than 2 voxels along some axis.
 
     Example:
         >>> labels = segment_lungs(volume)          # doctest: +SKIP
-        >>> right_ml = (labels == 1).sum() * volume.voxel_volume_mm3 / 1000
+        >>> right_ml = (labels == 1).sum() * volume.voxel_volume_mm3 / 1000   # doctest: +SKIP
     """
     if min(volume.shape_zyx) < 2:
         raise ValueError(f"segment_lungs needs at least 2 voxels per axis, got shape {volume.shape_zyx}")
@@ -196,7 +200,7 @@ def _refine_boundary(
 
 def _block_factors(spacing_xyz: tuple[float, float, float], target_mm: float) -> tuple[int, int, int]:
     """Integer downsampling factor per (z, y, x) axis so the coarse spacing is close to ``target_mm``."""
-    return tuple(max(1, int(round(target_mm / spacing_xyz[2 - a]))) for a in range(3))
+    return tuple(max(1, round(target_mm / spacing_xyz[2 - a])) for a in range(3))
 
 
 def _block_mean(hu: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
@@ -270,7 +274,7 @@ def _trachea_seed(volume: Volume, lungs: np.ndarray, config: LungMaskConfig) -> 
     order = [k for k in _superior_order(volume) if lungs[k].any()]
     if not order:
         return None
-    n_search = max(1, int(round(config.trachea_search_mm / volume.spacing_mm[2])))
+    n_search = max(1, round(config.trachea_search_mm / volume.spacing_mm[2]))
     centre_i = float(np.nonzero(lungs.any(axis=(0, 1)))[0].mean())
     for mask in (lungs & (volume.hu < config.airway_lumen_max_hu), lungs):
         for k in order[:n_search]:
@@ -297,7 +301,7 @@ def _round_central_region(
         fill = region.sum() / region.size  # a round lumen fills ~0.785 of its box
         if not (config.trachea_area_mm2[0] <= area <= config.trachea_area_mm2[1] and fill > 0.5):
             continue
-        jj, ii = np.nonzero(region)
+        _jj, ii = np.nonzero(region)
         dist = abs(ii.mean() + sl[1].start - centre_i) * sx
         if dist < best_dist:
             best, best_dist = (labels == lab, float(np.median(volume.hu[k][sl][region]))), dist

@@ -27,15 +27,15 @@ from .findings import FindingMask
 from .volume import Volume
 
 __all__ = [
+    "GROUND_GLASS_MAX_FRACTION",
     "SOLID_COMPONENT_MIN_HU",
     "SOLID_MIN_FRACTION",
-    "GROUND_GLASS_MAX_FRACTION",
     "TEXTURES",
     "NoduleMeasurements",
-    "measure_mask",
-    "classify_texture",
-    "solid_fraction",
     "axial_axes_mm",
+    "classify_texture",
+    "measure_mask",
+    "solid_fraction",
 ]
 
 #: Voxels at or above this HU belong to the nodule's solid component.

@@ -60,7 +60,7 @@ class PipelineConfig:
     blob: BlobDetectorConfig = field(default_factory=BlobDetectorConfig)
     min_diameter_mm: float = 3.0
     max_diameter_mm: float = 30.0
-    max_candidates: int = 60
+    max_candidates: int = 120
     min_score: float = 0.0
 
     def __post_init__(self) -> None:

@@ -21,7 +21,9 @@ volumetry of solid pulmonary lesions in thoracic CT scans", IEEE TMI 25(4):417-4
    nodule size, the component holding the seed, then a geodesic dilation by the same ball inside the
    thresholded region to restore the surface detail the opening removed without re-attaching vessels. When
    the result still reaches the VOI's inner faces (attached to a large structure), the opening radius is
-   increased (up to ``max_opening_mm``); if it still does, there is no plausible nodule.
+   increased (up to ``max_opening_mm``); if it still does, the whole procedure is retried with twice the
+   expected radius (up to ``max_retry_radius_mm``: the seed may sit on the surface of a larger nodule than
+   expected), and failing that there is no plausible nodule.
 
 All distances are in mm with the volume's anisotropic spacing (Euclidean distance transforms with sampling).
 """
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -41,6 +42,10 @@ from .volume import Volume
 __all__ = ["NoduleSegmentationConfig", "segment_nodule"]
 
 logger = logging.getLogger(__name__)
+
+#: An inseparable result is retried with a larger radius only when the structure at the seed is this many times
+#: thicker (inscribed-ball radius) than the expected radius; vessels are not.
+_RETRY_THICKNESS_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class NoduleSegmentationConfig:
         hull_radius_factor: radius of the local lung hull's closing ball in expected radii ...
         hull_min_mm: ... and at least this (mm); 0 factor disables the hull.
         min_volume_mm3: smaller results are not plausible nodules (None).
+        max_retry_radius_mm: when the nodule cannot be separated from a large structure, the segmentation is
+            retried with twice the expected radius (larger VOI, hull and opening) up to this radius.
 
     Raises:
         ValueError: a size is not positive, a fraction is outside (0, 1), or a range is reversed.
@@ -81,9 +88,11 @@ class NoduleSegmentationConfig:
     hull_radius_factor: float = 1.5
     hull_min_mm: float = 5.0
     min_volume_mm3: float = 4.0
+    max_retry_radius_mm: float = 16.0
 
     def __post_init__(self) -> None:
-        for name in ("voi_radius_factor", "voi_min_half_mm", "min_opening_mm", "max_opening_mm", "min_volume_mm3"):
+        for name in ("voi_radius_factor", "voi_min_half_mm", "min_opening_mm", "max_opening_mm", "min_volume_mm3",
+                     "max_retry_radius_mm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"NoduleSegmentationConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("core_radius_fraction", "threshold_fraction", "opening_fraction"):
@@ -102,9 +111,9 @@ def segment_nodule(
     volume: Volume,
     center_kji: tuple[float, float, float],
     radius_mm: float,
-    lung_mask: Optional[np.ndarray] = None,
+    lung_mask: np.ndarray | None = None,
     config: NoduleSegmentationConfig = NoduleSegmentationConfig(),
-) -> Optional[FindingMask]:
+) -> FindingMask | None:
     """Segment the nodule at ``center_kji``.
 
     Args:
@@ -128,18 +137,36 @@ def segment_nodule(
         >>> mask.voxel_count * volume.voxel_volume_mm3                  # doctest: +SKIP
     """
     centre = _validate(volume, center_kji, radius_mm, lung_mask)
+    radius = float(radius_mm)
+    while True:
+        mask, thickness_mm = _segment_once(volume, centre, radius, lung_mask, config)
+        if mask is not None or thickness_mm <= _RETRY_THICKNESS_RATIO * radius or radius >= config.max_retry_radius_mm:
+            return mask
+        # inseparable, and the structure at the seed is much thicker than expected: the radius was underestimated
+        # (a detector peak on the surface of a large nodule); retry with a larger VOI, hull and opening
+        radius = min(max(2.0 * radius, thickness_mm), config.max_retry_radius_mm)
+
+
+def _segment_once(
+    volume: Volume,
+    centre: np.ndarray,
+    radius_mm: float,
+    lung_mask: np.ndarray | None,
+    config: NoduleSegmentationConfig,
+) -> tuple[FindingMask | None, float]:
+    """One attempt at the given expected radius: (mask or None, thickness in mm of the structure at the seed
+    when it could not be separated, else 0)."""
     spacing = np.asarray(volume.spacing_mm[::-1])  # (z, y, x)
     half = np.ceil(max(config.voi_radius_factor * radius_mm, config.voi_min_half_mm) / spacing).astype(int)
-    seed_idx = np.round(centre).astype(int)
+    seed_idx = np.clip(np.round(centre).astype(int), 0, np.asarray(volume.shape_zyx) - 1)
     lo = np.maximum(seed_idx - half, 0)
     hi = np.minimum(seed_idx + half + 1, volume.shape_zyx)
     voi = tuple(slice(a, b) for a, b in zip(lo, hi))
     hu = np.asarray(volume.hu[voi], dtype=np.float32)
-    seed = tuple(seed_idx - lo)
     core = _ball(hu.shape, centre - lo, max(config.core_radius_fraction * radius_mm, spacing.min()), spacing)
     threshold = _adaptive_threshold(hu, core, config)
     if threshold is None:
-        return None
+        return None, 0.0
     region = hu >= threshold
     if config.hull_radius_factor > 0:
         hull_mm = max(config.hull_radius_factor * radius_mm, config.hull_min_mm)
@@ -147,16 +174,25 @@ def segment_nodule(
     if lung_mask is not None:
         region &= _dilate_mm(np.asarray(lung_mask[voi]) > 0, config.lung_margin_mm, spacing)
     inner_faces = _inner_faces(lo, hi, volume.shape_zyx)
-    nodule = _detach(region, seed, core, radius_mm, spacing, inner_faces, config)
+    nodule, inseparable = _detach(region, tuple(seed_idx - lo), core, radius_mm, spacing, inner_faces, config)
     if nodule is None or nodule.sum() * volume.voxel_volume_mm3 < config.min_volume_mm3:
-        return None
+        return None, _thickness_near(region, core, spacing) if inseparable else 0.0
     box = ndi.find_objects(nodule.astype(np.uint8))[0]
     offset = tuple(int(a + sl.start) for a, sl in zip(lo, box))
-    return FindingMask(offset, nodule[box].copy())
+    return FindingMask(offset, nodule[box].copy()), 0.0
+
+
+def _thickness_near(region: np.ndarray, core: np.ndarray, spacing: np.ndarray) -> float:
+    """Largest inscribed-ball radius (mm) of ``region`` centred in the core sphere: a vessel's radius, or a
+    large nodule's (when the seed sits on its surface, the core still reaches into it)."""
+    inside = region & ndi.binary_dilation(core, iterations=2)
+    if not inside.any():
+        return 0.0
+    return float(ndi.distance_transform_edt(region, sampling=spacing)[inside].max())
 
 
 def _validate(
-    volume: Volume, center_kji: tuple[float, float, float], radius_mm: float, lung_mask: Optional[np.ndarray]
+    volume: Volume, center_kji: tuple[float, float, float], radius_mm: float, lung_mask: np.ndarray | None
 ) -> np.ndarray:
     """Checked centre as a float (3,) array."""
     centre = np.asarray(center_kji, dtype=float).reshape(-1)
@@ -181,7 +217,7 @@ def _ball(shape: tuple[int, ...], centre: np.ndarray, radius_mm: float, spacing:
     return ball
 
 
-def _adaptive_threshold(hu: np.ndarray, core: np.ndarray, config: NoduleSegmentationConfig) -> Optional[float]:
+def _adaptive_threshold(hu: np.ndarray, core: np.ndarray, config: NoduleSegmentationConfig) -> float | None:
     """Threshold between parenchyma and nodule core, or None when their contrast is too low."""
     parenchyma = hu[hu < config.parenchyma_max_hu]
     background = float(np.median(parenchyma)) if parenchyma.size else config.parenchyma_max_hu
@@ -215,11 +251,15 @@ def _detach(
     spacing: np.ndarray,
     inner_faces: np.ndarray,
     config: NoduleSegmentationConfig,
-) -> Optional[np.ndarray]:
-    """Seed component after opening (growing radii) and geodesic restoration; None if inseparable or absent."""
+) -> tuple[np.ndarray | None, bool]:
+    """Seed component after opening (growing radii) and geodesic restoration.
+
+    Returns (mask, False) on success, (None, False) when nothing is above the threshold at the seed, and
+    (None, True) when the component still reaches the VOI's inner faces at the largest opening.
+    """
     grown = _seed_component(region, seed, core)
     if grown is None:
-        return None
+        return None, False
     rho = float(np.clip(config.opening_fraction * radius_mm, config.min_opening_mm, config.max_opening_mm))
     while True:
         opened = _open_mm(grown, rho, spacing)
@@ -230,14 +270,14 @@ def _detach(
             restored = _dilate_mm(part, rho, spacing) & grown
             restored = _seed_component(restored, seed, core)
             if restored is not None and not (restored & inner_faces).any():
-                return restored
+                return restored, False
         if rho >= config.max_opening_mm:
             logger.debug("nodule not separable from a large structure (opening up to %.1f mm)", rho)
-            return None
+            return None, True
         rho = min(rho * 1.5, config.max_opening_mm)
 
 
-def _seed_component(mask: np.ndarray, seed: tuple[int, ...], core: np.ndarray) -> Optional[np.ndarray]:
+def _seed_component(mask: np.ndarray, seed: tuple[int, ...], core: np.ndarray) -> np.ndarray | None:
     """The connected component holding the seed, else the largest one meeting the core; None if none."""
     labels, n = ndi.label(mask)
     if n == 0:
@@ -258,10 +298,12 @@ def _open_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndar
 
 
 def _close_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """Closing by a ball of ``radius_mm``; the VOI border is not treated as an edge (edge padding)."""
+    """Closing by a ball of ``radius_mm``; the VOI border is not an edge (the mask is edge-padded first)."""
     pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing]
     padded = np.pad(mask, [(p, p) for p in pad], mode="edge")
     dilated = _dilate_mm(padded, radius_mm, spacing)
+    if dilated.all():
+        return np.ones_like(mask)
     closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
     return closed[tuple(slice(p, -p) for p in pad)] | mask
 
