@@ -99,6 +99,15 @@ def test_config_validation():
         PipelineConfig(detector="magic")
     with pytest.raises(ValueError, match="diameter"):
         PipelineConfig(min_diameter_mm=10, max_diameter_mm=5)
+    with pytest.raises(ValueError, match="min_score"):
+        PipelineConfig(min_score=1.5)
+
+
+def test_min_score_is_an_operating_point(phantom, report):
+    threshold = float(np.median([f.detection_score for f in report.findings]))
+    strict = analyze_volume(phantom.volume, PipelineConfig(min_score=threshold))
+    assert 0 < len(strict.findings) < len(report.findings)
+    assert min(f.detection_score for f in strict.findings) >= threshold
 
 
 def test_progress_callback_reaches_one(phantom):

@@ -32,10 +32,11 @@ def run_analyze(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: output folder exists (use --overwrite to replace it)")
+    config = PipelineConfig(detector=args.detector, min_score=args.min_score)
     volume = load_volume(args.input, series_uid=args.series_uid)
     bar, update = tqdm_progress(not args.no_progress)
     with bar:
-        report = analyze_volume(volume, PipelineConfig(detector=args.detector), progress=update)
+        report = analyze_volume(volume, config, progress=update)
     paths = write_outputs(report, out, overwrite=args.overwrite)
     _print_findings(report)
     print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
@@ -81,6 +82,8 @@ def _print_findings(report) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
+    from .pipeline import PipelineConfig
+
     parser = argparse.ArgumentParser(prog="lunglesionai", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lunglesionai {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each stage (INFO) on stderr")
@@ -91,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--series-uid", help="SeriesInstanceUID to use when the DICOM folder holds several series")
     p.add_argument("--detector", default="classical", choices=["classical"], help="nodule detector")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=PipelineConfig.min_score,
+        help="operating point: drop candidates whose detection score is below this (0..1; default %(default)s, "
+        "the most sensitive; see README for the sensitivity / false-positive trade-off)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_analyze)

@@ -70,6 +70,10 @@ class PipelineConfig:
             raise ValueError(
                 f"need 0 < min_diameter_mm < max_diameter_mm, got {self.min_diameter_mm}, {self.max_diameter_mm}"
             )
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be within [0, 1], got {self.min_score}")
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
 
 
 def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> list[Candidate]:
