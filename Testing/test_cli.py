@@ -133,3 +133,17 @@ def test_bench_json(tmp_path, capsys):
     assert set(result["stages"]) >= {"lung_mask", "detection", "segmentation", "measurement", "export"}
     assert result["total_s"] > 0 and result["peak_rss_mb"] > 0 and len(result["runs"]) == 2
     assert "total" in capsys.readouterr().out
+
+
+def test_evaluate_phantom_json(tmp_path, capsys):
+    path = tmp_path / "metrics.json"
+    code = main(["evaluate", "phantom", "--preset", "small", "--seeds", "1", "--thresholds", "0", "0.99",
+                 "--out", str(path)])
+    assert code == 0
+    metrics = json.loads(path.read_text())
+    assert metrics["n_scans"] == 1 and metrics["n_nodules"] > 0
+    loose, strict = metrics["operating_points"]
+    assert loose["sensitivity"] >= strict["sensitivity"] and loose["fps_per_scan"] >= strict["fps_per_scan"]
+    assert loose["true_positives"] > 0
+    assert sum(v["n"] for v in metrics["by_texture"].values()) == metrics["n_nodules"]
+    assert "min_score" in capsys.readouterr().out

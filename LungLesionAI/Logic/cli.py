@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 
-__all__ = ["main", "run_analyze", "run_demo", "run_bench", "EXIT_BAD_INPUT"]
+__all__ = ["main", "build_parser", "run_analyze", "run_demo", "run_bench", "run_evaluate_phantom", "EXIT_BAD_INPUT"]
 
 logger = logging.getLogger("lunglesionai")
 
@@ -63,6 +63,18 @@ def run_bench(args: argparse.Namespace) -> int:
     print(format_benchmark(result))
     if args.json:
         _write_json_atomic(Path(args.json), result)
+    return 0
+
+
+def run_evaluate_phantom(args: argparse.Namespace) -> int:
+    """``lunglesionai evaluate phantom``: sensitivity / FPs per scan on phantoms at several operating points."""
+    from .phantom_evaluation import PhantomEvaluationConfig, evaluate_phantoms, format_phantom_metrics
+
+    config = PhantomEvaluationConfig(seeds=tuple(args.seeds), preset=args.preset, thresholds=tuple(args.thresholds))
+    metrics = evaluate_phantoms(config)
+    print(format_phantom_metrics(metrics))
+    if args.out:
+        _write_json_atomic(Path(args.out), metrics)
     return 0
 
 
@@ -119,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("Z", "Y", "X"))
     p.add_argument("--spacing", type=float, nargs=3, default=[0.7, 0.7, 1.0], metavar=("X", "Y", "Z"))
     p.set_defaults(func=run_bench)
+
+    evaluate = sub.add_parser("evaluate", help="measure the pipeline against ground truth").add_subparsers(
+        dest="dataset", required=True
+    )
+    p = evaluate.add_parser("phantom", help="detection sensitivity and FPs/scan on procedural phantoms")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="phantom seeds (default 0 1 2 3)")
+    p.add_argument("--preset", choices=["clinical", "small"], default="clinical", help="phantom size")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 0.45, 0.5, 0.55, 0.6],
+                   help="detection-score operating points to report")
+    p.add_argument("--out", help="write the metrics as JSON to this file")
+    p.set_defaults(func=run_evaluate_phantom)
     return parser
 
 
