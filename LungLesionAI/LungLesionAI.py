@@ -319,12 +319,11 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def _pipelineConfig(sensitivity: float, device: str):
-        """PipelineConfig from the GUI settings (fields the installed pipeline does not have are left out)."""
+        """PipelineConfig from the GUI settings. v0's stages are all classical and run on the CPU, so ``device``
+        is accepted and validated but has no effect yet."""
         from lunglesionai.pipeline import PipelineConfig
 
-        settings = {"min_score": round(1.0 - sensitivity, 6), "device": device}
-        fields = getattr(PipelineConfig, "__dataclass_fields__", {})
-        return PipelineConfig(**{key: value for key, value in settings.items() if key in fields})
+        return PipelineConfig(min_score=round(1.0 - sensitivity, 6))
 
 
 #
