@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lunglesionai demo -o demo_out
+	$(BIN)/lunglesionai demo -o demo_out --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
