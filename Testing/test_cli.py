@@ -147,3 +147,18 @@ def test_evaluate_phantom_json(tmp_path, capsys):
     assert loose["true_positives"] > 0
     assert sum(v["n"] for v in metrics["by_texture"].values()) == metrics["n_nodules"]
     assert "min_score" in capsys.readouterr().out
+
+
+def test_progress_lines_for_a_parent_process(phantom_file, tmp_path):
+    from lunglesionai.progress import parse_progress_line
+
+    _, path = phantom_file
+    result = _run_cli("analyze", str(path), "-o", str(tmp_path / "out"), "--progress", "lines")
+    assert result.returncode == 0, result.stderr
+    events = [e for e in map(parse_progress_line, result.stdout.splitlines()) if e is not None]
+    assert [s for s, _ in events][0] == "lung_mask" and events[-1] == ("measurement", 1.0)
+    fractions = [f for _, f in events]
+    assert fractions == sorted(fractions)
+    assert "%|" not in result.stderr  # no bar when lines are asked for
+    assert parse_progress_line("1 nodule finding(s)") is None
+    assert parse_progress_line("LUNGLESIONAI_PROGRESS {broken") is None

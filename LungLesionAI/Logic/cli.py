@@ -27,14 +27,14 @@ def run_analyze(args: argparse.Namespace) -> int:
     from .export import write_outputs
     from .io import load_volume
     from .pipeline import PipelineConfig, analyze_volume
-    from .progress import tqdm_progress
+    from .progress import progress_reporter
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: output folder exists (use --overwrite to replace it)")
     config = PipelineConfig(detector=args.detector, min_score=args.min_score)
     volume = load_volume(args.input, series_uid=args.series_uid)
-    bar, update = tqdm_progress(not args.no_progress)
+    bar, update = progress_reporter(args.progress)
     with bar:
         report = analyze_volume(volume, config, progress=update)
     paths = write_outputs(report, out, overwrite=args.overwrite)
@@ -48,7 +48,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from .demo import run_phantom_demo
 
     result = run_phantom_demo(
-        Path(args.output), seed=args.seed, preset=args.preset, overwrite=args.overwrite, progress=not args.no_progress
+        Path(args.output), seed=args.seed, preset=args.preset, overwrite=args.overwrite, progress=args.progress
     )
     print(result.summary())
     return 0
@@ -92,6 +92,19 @@ def _print_findings(report) -> None:
         print(f"  {f.id}: LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm, {f.summary()}")
 
 
+def _add_progress_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        choices=["bar", "lines", "none"],
+        default="bar",
+        help="progress on stderr as a bar (default), as 'LUNGLESIONAI_PROGRESS {json}' lines on stdout for a "
+        "parent process, or none",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_const", const="none", help="same as --progress none"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
     from .pipeline import PipelineConfig
@@ -114,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the most sensitive; see README for the sensitivity / false-positive trade-off)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress_arguments(p)
     p.set_defaults(func=run_analyze)
 
     p = sub.add_parser("demo", help="make the procedural chest-CT phantom, analyse it, score against its truth")
@@ -122,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="phantom seed (default 0)")
     p.add_argument("--preset", choices=["clinical", "small"], default="clinical", help="phantom size")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress_arguments(p)
     p.set_defaults(func=run_demo)
 
     p = sub.add_parser("bench", help="per-stage seconds and peak memory on a clinical-size phantom")

@@ -68,7 +68,7 @@ def score_against_phantom(report: Report, truth: list[dict]) -> DetectionMatch:
 
 
 def run_phantom_demo(
-    output: Path, *, seed: int = 0, preset: str = "clinical", overwrite: bool = False, progress: bool = True
+    output: Path, *, seed: int = 0, preset: str = "clinical", overwrite: bool = False, progress: str = "bar"
 ) -> DemoResult:
     """Make the phantom (``PhantomConfig.clinical()`` or ``.small()`` with ``seed``), analyse it, write OUT.
 
@@ -82,7 +82,7 @@ def run_phantom_demo(
     from .export import write_outputs
     from .io import save_volume
     from .pipeline import analyze_volume
-    from .progress import tqdm_progress
+    from .progress import progress_reporter
     from .synth import PhantomConfig, make_phantom
 
     presets = {"clinical": PhantomConfig.clinical, "small": PhantomConfig.small}
@@ -91,7 +91,7 @@ def run_phantom_demo(
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output}: output folder exists (use --overwrite to replace it)")
     phantom = make_phantom(replace(presets[preset](), seed=seed))
-    bar, update = tqdm_progress(progress)
+    bar, update = progress_reporter(progress)
     t0 = time.perf_counter()
     with bar:
         report = analyze_volume(phantom.volume, progress=update)
