@@ -56,19 +56,34 @@ def place_nodules(specs: list[NoduleSpec], anat: Anatomy, lung_map: LungMap, tre
         rng: the nodules' random stream.
 
     Returns:
-        Placed shapes, one per spec (a spec that does not fit is shrunk by 15 % until it does).
+        Placed shapes, one per spec (a spec that does not fit is shrunk by 15 % until it does; one that does
+        not fit at 3 mm goes to the other lung, and then becomes isolated).
 
     Raises:
-        RuntimeError: a nodule could not be placed even at the smallest size.
+        RuntimeError: a nodule could not be placed even at the smallest size, in either lung, nor as an
+            isolated nodule.
     """
     vessels = Tubes.concat([t.tubes for t in trees])
     labels = np.concatenate([np.full(len(t.tubes), t.lung_label) for t in trees])
     stems = np.concatenate([t.generation == 0 for t in trees])
     placed: list[NoduleShape] = []
     for spec in specs:
-        shape = _place_one(spec, anat, lung_map, vessels, labels, stems, placed, z_range_mm, rng)
+        shape = _place_with_fallbacks(spec, anat, lung_map, vessels, labels, stems, placed, z_range_mm, rng)
         placed.append(shape)
     return placed
+
+
+def _place_with_fallbacks(spec, anat, lung_map, vessels, labels, stems, placed, z_range, rng) -> NoduleShape:
+    """Place ``spec``; if it cannot fit, try the other lung, then an isolated nodule of the same texture."""
+    fallbacks = (spec, replace(spec, lung_label=3 - spec.lung_label), replace(spec, attachment="isolated"))
+    for n, candidate in enumerate(fallbacks):
+        try:
+            return _place_one(candidate, anat, lung_map, vessels, labels, stems, placed, z_range, rng)
+        except RuntimeError as error:
+            if n == len(fallbacks) - 1:
+                raise
+            logger.info("%s; trying %s", error, "the other lung" if n == 0 else "an isolated nodule")
+    raise AssertionError("unreachable")
 
 
 def _place_one(spec, anat, lung_map, vessels, labels, stems, placed, z_range, rng) -> NoduleShape:
