@@ -156,7 +156,7 @@ def test_progress_lines_for_a_parent_process(phantom_file, tmp_path):
     result = _run_cli("analyze", str(path), "-o", str(tmp_path / "out"), "--progress", "lines")
     assert result.returncode == 0, result.stderr
     events = [e for e in map(parse_progress_line, result.stdout.splitlines()) if e is not None]
-    assert [s for s, _ in events][0] == "lung_mask" and events[-1] == ("measurement", 1.0)
+    assert [s for s, _ in events][0] == "lung_mask" and events[-1][1] == 1.0
     fractions = [f for _, f in events]
     assert fractions == sorted(fractions)
     assert "%|" not in result.stderr  # no bar when lines are asked for

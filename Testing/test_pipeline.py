@@ -22,12 +22,30 @@ def report(phantom):
 
 
 def test_stages_without_models_are_not_run(report):
-    for stage in ("fp_reduction", "grading", "uld"):
+    for stage in ("fp_reduction", "uld"):
         assert report.stages[stage] == NOT_RUN
-    for stage in ("lung_mask", "detection", "segmentation", "measurement"):
+    for stage in ("lung_mask", "detection", "segmentation", "measurement", "grading"):
         assert report.stages[stage] != NOT_RUN
         assert report.timings_s[stage] >= 0
+
+
+def test_graded_findings_carry_probabilities_and_the_model(report):
+    assert [m["name"] for m in report.models] == ["densesharp-grader"]
+    assert len(report.models[0]["sha256"]) == 64
     for f in report.findings:
+        assert 0.0 <= f.malignancy_probability <= 1.0
+        assert set(f.invasiveness) == {"pre-invasive", "minimally-invasive", "invasive"}
+        assert sum(f.invasiveness.values()) == pytest.approx(1.0, abs=1e-3)
+        assert f.texture in ("solid", "part-solid", "ground-glass")
+        assert f.extra["mask_source"] in ("densesharp", "classical")
+
+
+def test_without_grader_fields_stay_empty(phantom, tmp_path):
+    ungraded = analyze_volume(phantom.volume, PipelineConfig(grade=False))
+    assert ungraded.stages["grading"] == NOT_RUN and ungraded.models == []
+    missing = analyze_volume(phantom.volume, PipelineConfig(grader_model_dir=str(tmp_path / "none")))
+    assert missing.stages["grading"].startswith(NOT_RUN) and "no grader model" in missing.stages["grading"]
+    for f in ungraded.findings + missing.findings:
         assert f.malignancy_probability is None and f.invasiveness is None
 
 

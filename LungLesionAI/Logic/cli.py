@@ -107,6 +107,10 @@ def _add_progress_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
+    from .composites import add_make_composites_parser
+    from .detection_evaluation import add_evaluate_detection_parser
+    from .grader_training import add_train_grader_parser
+    from .lidc_evaluation import add_evaluate_lidc_parser
     from .pipeline import PipelineConfig
 
     parser = argparse.ArgumentParser(prog="lunglesionai", description=__doc__.splitlines()[0])
@@ -155,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection-score operating points to report")
     p.add_argument("--out", help="write the metrics as JSON to this file")
     p.set_defaults(func=run_evaluate_phantom)
+    add_evaluate_detection_parser(evaluate)
+    add_evaluate_lidc_parser(sub)
+    add_train_grader_parser(sub)
+    add_make_composites_parser(sub)
     return parser
 
 

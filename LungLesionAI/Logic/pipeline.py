@@ -8,13 +8,16 @@ Stages (each a function of arrays and geometry; no files, no Slicer):
 4. ``segmentation``: classical per-candidate 3D segmentation (:func:`lunglesionai.segmentation.segment_nodule`).
 5. ``measurement``: centre, axes, volume, mean HU, texture from each mask (:mod:`lunglesionai.measurements`),
    then duplicate merging.
+6. ``grading``: the learned DenseSharp grader (:mod:`lunglesionai.grader`) outlines each finding again and adds
+   malignancy probability, texture and the invasiveness surrogate; measurements are redone on its mask.
 
-False-positive reduction, grading and universal lesion detection have no model yet: the Report lists them as
-``"not run"`` and leaves their fields ``None``.
+False-positive reduction and universal lesion detection have no model yet: the Report lists them as
+``"not run"`` and leaves their fields ``None``; so is grading when no grader model is found.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -40,7 +43,10 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[str, float], None]
 
 #: Share of the run each stage takes on a typical CT, for the progress fraction.
-_STAGE_WEIGHTS = {"lung_mask": 0.15, "detection": 0.45, "segmentation": 0.3, "measurement": 0.1}
+#: A learned mask more than this many times the classical equivalent diameter is not trusted.
+MAX_LEARNED_DIAMETER_RATIO = 1.6
+
+_STAGE_WEIGHTS = {"lung_mask": 0.15, "detection": 0.45, "segmentation": 0.25, "measurement": 0.05, "grading": 0.1}
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class PipelineConfig:
     max_diameter_mm: float = 30.0
     max_candidates: int = 120
     min_score: float = 0.0
+    grade: bool = True
+    grader_model_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.detector not in _DETECTORS:
@@ -109,7 +117,8 @@ def analyze_volume(
         >>> from lunglesionai.synth import PhantomConfig, make_phantom
         >>> report = analyze_volume(make_phantom(PhantomConfig.small()).volume)  # doctest: +SKIP
     """
-    tracker = _StageTracker(progress)
+    planned = ["lung_mask", "detection", "segmentation", "measurement"] + (["grading"] if config.grade else [])
+    tracker = _StageTracker(progress, planned)
     stages = {s: NOT_RUN for s in STAGES}
     lps_volume, permutation = reorient_to_lps(volume)
 
@@ -127,8 +136,12 @@ def analyze_volume(
     with tracker("measurement"):
         findings = _measure_findings(lps_volume, candidates, masks, config)
         findings = merge_duplicates(findings)
-        findings = [_mask_to_input_grid(f, permutation, volume.shape_zyx) for f in findings]
         stages["measurement"] = "mask-based (equivalent diameter, axial long/short axis, volume, mean HU, texture)"
+    models: list[dict[str, str]] = []
+    if config.grade:
+        with tracker("grading"):
+            findings, stages, models = _grade_findings(lps_volume, lung_mask, findings, stages, config)
+    findings = [_mask_to_input_grid(f, permutation, volume.shape_zyx) for f in findings]
 
     return Report(
         input=InputInfo.from_volume(volume),
@@ -137,7 +150,107 @@ def analyze_volume(
         timings_s=tracker.timings_s,
         device="cpu",
         version=__version__,
+        models=models,
     )
+
+
+def _grade_findings(
+    volume: Volume, lung_mask: np.ndarray, findings: list[Finding], stages: dict[str, str], config: PipelineConfig
+) -> tuple[list[Finding], dict[str, str], list[dict[str, str]]]:
+    """Learned segmentation and grading of every finding (DenseSharp grader); re-measures from the learned mask.
+
+    Without a usable model the findings are returned unchanged and the grading stage says why it did not run.
+    """
+    from .grader import GraderModelError
+
+    stages = dict(stages)
+    try:
+        grader = _load_grader(config.grader_model_dir)
+    except GraderModelError as error:
+        logger.warning("grading not run: %s", error)
+        stages["grading"] = f"{NOT_RUN} (no grader model: {error})"
+        return findings, stages, []
+    centers = [volume.lps_to_kji([f.center_lps_mm])[0] for f in findings]
+    results = grader.grade_many(volume, centers, [f.diameter_mm for f in findings])
+    graded = [_apply_grade(volume, lung_mask, f, r, config) for f, r in zip(findings, results)]
+    stages["segmentation"] = "DenseSharp learned mask (classical mask screens candidates and seeds the size)"
+    stages["grading"] = "DenseSharp multi-task grader (malignancy, texture, invasiveness surrogate)"
+    return merge_duplicates(graded), stages, [grader.model_info()]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_grader(model_dir: Optional[str]):
+    """The grader of ``model_dir`` (None = default), loaded once per process."""
+    from .grader import NoduleGrader
+
+    return NoduleGrader.load(model_dir)
+
+
+def _apply_grade(volume: Volume, lung_mask: np.ndarray, finding: Finding, grade, config: PipelineConfig) -> Finding:
+    """The finding with the grader's outputs; mask and measurements from the learned mask when it is plausible.
+
+    The learned mask is clipped to the lung mask and reduced to its component overlapping the classical mask.
+    It replaces the classical one only when its centre stays within the classical equivalent radius and its
+    diameter within :data:`MAX_LEARNED_DIAMETER_RATIO` of the classical one: the grader was trained on crops
+    centred on real nodules, so on a vessel or the pleura it can outline the wrong structure.
+    """
+    extra = dict(finding.extra)
+    extra.update(
+        malignancy_rating=round(grade.malignancy_rating, 3),
+        texture_probabilities={k: round(v, 4) for k, v in grade.texture_probabilities.items()},
+        texture_hu_rule=finding.texture,
+        mask_source="classical",
+    )
+    updates = dict(
+        malignancy_probability=round(grade.malignancy_probability, 4),
+        invasiveness={k: round(v, 4) for k, v in grade.invasiveness.items()},
+        texture=grade.texture,
+        extra=extra,
+    )
+    learned = _restrict_learned_mask(grade.mask, finding.mask, lung_mask)
+    if learned is not None:
+        m = measure_mask(volume, learned)
+        shift_mm = float(np.linalg.norm(np.subtract(m.center_lps_mm, finding.center_lps_mm)))
+        plausible = (
+            config.min_diameter_mm <= m.diameter_mm <= config.max_diameter_mm
+            and shift_mm <= finding.diameter_mm / 2
+            and m.diameter_mm <= MAX_LEARNED_DIAMETER_RATIO * finding.diameter_mm
+        )
+        if plausible:
+            extra["mask_source"] = "densesharp"
+            updates.update(
+                center_lps_mm=tuple(m.center_lps_mm),
+                bbox_lps_mm=tuple(tuple(c) for c in m.bbox_lps_mm),
+                diameter_mm=m.diameter_mm,
+                long_axis_mm=m.long_axis_mm,
+                short_axis_mm=m.short_axis_mm,
+                volume_mm3=m.volume_mm3,
+                mean_hu=m.mean_hu,
+                mask=learned,
+            )
+    return replace(finding, **updates)
+
+
+def _restrict_learned_mask(
+    learned: Optional[FindingMask], classical: Optional[FindingMask], lung_mask: np.ndarray
+) -> Optional[FindingMask]:
+    """``learned`` inside the lung mask, keeping only its connected component that overlaps ``classical`` most."""
+    from scipy import ndimage
+
+    if learned is None or classical is None or learned.voxel_count == 0:
+        return None
+    inside = np.zeros(learned.array.shape, dtype=np.uint8)
+    FindingMask(tuple(-o for o in learned.offset_kji), lung_mask > 0).paste_into(inside, 1)
+    labels, n = ndimage.label(learned.array & (inside > 0))
+    if n == 0:
+        return None
+    reference = np.zeros(learned.array.shape, dtype=np.uint8)
+    shift = tuple(c - o for c, o in zip(classical.offset_kji, learned.offset_kji))
+    FindingMask(shift, classical.array).paste_into(reference, 1)
+    overlap = np.bincount(labels[reference > 0], minlength=n + 1)[1:]
+    if overlap.max() == 0:
+        return None
+    return FindingMask(learned.offset_kji, labels == int(np.argmax(overlap)) + 1)
 
 
 def _measure_findings(
@@ -228,8 +341,10 @@ def _renumber(findings: list[Finding]) -> list[Finding]:
 class _StageTracker:
     """Context manager factory timing each stage and reporting progress."""
 
-    def __init__(self, progress: Optional[ProgressCallback]) -> None:
+    def __init__(self, progress: Optional[ProgressCallback], planned: list[str]) -> None:
         self._progress = progress
+        total = sum(_STAGE_WEIGHTS[s] for s in planned)
+        self._weights = {s: _STAGE_WEIGHTS[s] / total for s in planned}
         self._done = 0.0
         self.timings_s: dict[str, float] = {}
 
@@ -244,7 +359,7 @@ class _StageTracker:
 
     def __exit__(self, *exc) -> None:
         self.timings_s[self._stage] = time.perf_counter() - self._start
-        self._done = min(1.0, self._done + _STAGE_WEIGHTS.get(self._stage, 0.0))
+        self._done = min(1.0, self._done + self._weights.get(self._stage, 0.0))
         logger.info("stage %s: %.2f s", self._stage, self.timings_s[self._stage])
         if self._progress and exc[0] is None:
             self._progress(self._stage, self._done)
