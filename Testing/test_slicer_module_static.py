@@ -171,7 +171,10 @@ def test_module_cmake_globs_cover_every_package_file():
     assert re.search(r"set\(LUNGLESIONAI_SOURCE_DIR\s+\$\{CMAKE_CURRENT_SOURCE_DIR\}/Logic\)", text)
     glob_call = r"file\((GLOB|GLOB_RECURSE)\s+(\w+)\s+RELATIVE\s+\S+\s+CONFIGURE_DEPENDS(.*?)\)"
     globs = re.findall(glob_call, text, re.DOTALL)
-    assert {var for _, var, _ in globs} == {"LUNGLESIONAI_PACKAGE_SCRIPTS", "LUNGLESIONAI_PACKAGE_SCHEMAS"}
+    assert {var for _, var, _ in globs} == {
+        "LUNGLESIONAI_PACKAGE_SCRIPTS", "LUNGLESIONAI_PACKAGE_SCHEMAS", "LUNGLESIONAI_MODEL_FILES"
+    }
+    globs = [g for g in globs if g[1] != "LUNGLESIONAI_MODEL_FILES"]
     files = [p for p in PACKAGE_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     relative = {p.relative_to(PACKAGE_DIR).as_posix() for p in files}
     covered = set()
@@ -185,6 +188,17 @@ def test_module_cmake_globs_cover_every_package_file():
     assert relative - covered == set(), "package files CMake would not install"
     assert {"__init__.py", "mrml.py", "export.py", "findings.py", "volume.py", "schemas/report-1.json"} <= covered
     assert "lunglesionai/${file}" in text  # installed under the import name
+
+
+def test_module_cmake_installs_every_model_file_inside_the_package():
+    text = _cmake_text(MODULE_CMAKE)
+    assert re.search(r"set\(LUNGLESIONAI_MODELS_DIR\s+\$\{CMAKE_CURRENT_SOURCE_DIR\}/\.\./models\)", text)
+    assert re.search(r"GLOB_RECURSE LUNGLESIONAI_MODEL_FILES .*?\$\{LUNGLESIONAI_MODELS_DIR\}/\*/\*", text, re.DOTALL)
+    assert "lunglesionai/models/${file_dir}" in text
+    models = REPO_ROOT / "models"
+    in_subfolders = [p for p in models.rglob("*") if p.is_file() and p.parent != models]
+    assert any(p.name == "grader.pt" for p in in_subfolders)
+    assert all(len(p.relative_to(models).parts) == 2 for p in in_subfolders), "the glob models/*/* misses deeper files"
 
 
 def test_top_level_cmake_has_extension_metadata():

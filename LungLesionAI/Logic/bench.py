@@ -56,7 +56,8 @@ def run_benchmark(config: BenchConfig = BenchConfig(), pipeline: PipelineConfig 
     Returns:
         dict with ``volume_shape_zyx``, ``spacing_mm``, ``device``, ``stages`` ({stage: median seconds}),
         ``total_s`` (median of per-run totals), ``peak_rss_mb``, ``runs`` (every run's stage seconds),
-        ``phantom_s`` (time to synthesise the phantom, not part of the total), ``n_findings``, ``cpu``.
+        ``phantom_s`` (time to synthesise the phantom, not part of the total), ``n_findings``, ``cpu``,
+        ``grading_s_per_finding`` (median; None when grading did not run or found nothing).
     """
     from .export import write_outputs
     from .synth import PhantomConfig, make_phantom
@@ -76,8 +77,11 @@ def run_benchmark(config: BenchConfig = BenchConfig(), pipeline: PipelineConfig 
             write_outputs(report, Path(tmp) / "out")
             timings["export"] = time.perf_counter() - t0
         timings["total"] = sum(timings.values())
+        if "grading" in timings and report.findings:
+            timings["grading_per_finding"] = timings["grading"] / len(report.findings)
         runs.append(timings)
-    stages = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "total"}
+    per_run = ("total", "grading_per_finding")
+    stages = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k not in per_run}
     return {
         "volume_shape_zyx": list(config.shape_zyx),
         "spacing_mm": list(config.spacing_mm),
@@ -89,8 +93,14 @@ def run_benchmark(config: BenchConfig = BenchConfig(), pipeline: PipelineConfig 
         "repeats": config.repeats,
         "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
         "phantom_s": round(phantom_s, 3),
+        "grading_s_per_finding": _median_of(runs, "grading_per_finding"),
         "n_findings": len(report.findings),
     }
+
+
+def _median_of(runs: list[dict[str, float]], key: str) -> float | None:
+    values = [r[key] for r in runs if key in r]
+    return round(statistics.median(values), 4) if values else None
 
 
 def _cpu_count() -> int:
@@ -110,6 +120,8 @@ def format_benchmark(result: dict[str, Any]) -> str:
     ]
     lines += [f"{stage:<14}{seconds:>10.2f}" for stage, seconds in result["stages"].items()]
     lines.append(f"{'total':<14}{result['total_s']:>10.2f}")
+    if result.get("grading_s_per_finding") is not None:
+        lines.append(f"grading {result['grading_s_per_finding']:.3f} s per finding ({result['n_findings']} findings)")
     lines.append(f"peak RSS {result['peak_rss_mb']:.0f} MB (phantom synthesis {result['phantom_s']:.1f} s, not in total)")
     return "\n".join(lines)
 

@@ -85,13 +85,16 @@ class GraderModelError(RuntimeError):
 
 
 def default_model_dir() -> Path:
-    """The grader folder: ``$LUNGLESIONAI_MODELS/grader`` when set, else ``<repo>/models/grader``.
-
-    ``<repo>`` is two levels above this package (the package is ``LungLesionAI/Logic/``).
+    """The grader folder: ``$LUNGLESIONAI_MODELS/grader`` when set; else ``models/grader`` inside the package
+    when present (where the Slicer extension installs the weights); else ``<repo>/models/grader``, two levels above
+    this package (the package is ``LungLesionAI/Logic/`` in the source tree).
     """
     env = os.environ.get(MODELS_ENV)
     if env:
         return Path(env).expanduser() / GRADER_SUBDIR
+    installed = Path(__file__).resolve().parent / "models" / GRADER_SUBDIR
+    if installed.is_dir():
+        return installed
     return Path(__file__).resolve().parents[2] / "models" / GRADER_SUBDIR
 
 
