@@ -38,13 +38,19 @@ class DemoResult:
 
     def summary(self) -> str:
         """Human-readable table of the true nodules (found or missed) and the totals."""
-        lines = [f"{'truth':<6}{'diam mm':>8}  {'texture':<13}{'attachment':<15}{'found by':<9}"]
+        lines = [
+            f"{'truth':<6}{'diam mm':>8}  {'texture':<13}{'attachment':<15}{'found by':<9}"
+            f"{'diam mm':>8}  {'texture':<13}{'malignancy':>10}"
+        ]
         by_truth = {int(t): i for i, t in enumerate(self.match.finding_truth) if t >= 0}
         for i, t in enumerate(self.truth):
-            found = self.report.findings[by_truth[i]].id if i in by_truth else "missed"
-            lines.append(
-                f"{t['id']:<6}{t['diameter_mm']:>8.1f}  {t['texture']:<13}{t['attachment']:<15}{found:<9}"
-            )
+            line = f"{t['id']:<6}{t['diameter_mm']:>8.1f}  {t['texture']:<13}{t['attachment']:<15}"
+            if i not in by_truth:
+                lines.append(line + "missed")
+                continue
+            f = self.report.findings[by_truth[i]]
+            malignancy = "-" if f.malignancy_probability is None else f"{f.malignancy_probability:.2f}"
+            lines.append(line + f"{f.id:<9}{f.diameter_mm:>8.1f}  {f.texture or '-':<13}{malignancy:>10}")
         m = self.match
         lines.append(
             f"phantom sensitivity {m.true_positives}/{m.n_truth} = {m.sensitivity:.2f}, "
