@@ -25,6 +25,7 @@ __all__ = [
     "Report",
     "load_report_schema",
     "validate_report_dict",
+    "to_jsonable",
 ]
 
 REPORT_SCHEMA_ID = "lunglesionai-report/1"
@@ -116,7 +117,7 @@ class Finding:
         d["center_lps_mm"] = [float(c) for c in self.center_lps_mm]
         d["bbox_lps_mm"] = [[float(c) for c in corner] for corner in self.bbox_lps_mm]
         d.update(self.extra)
-        return _jsonable(d)
+        return to_jsonable(d)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Finding":
@@ -185,7 +186,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``lunglesionai-report/1`` JSON object."""
-        return _jsonable(
+        return to_jsonable(
             {
                 "schema": REPORT_SCHEMA_ID,
                 "input": asdict(self.input),
@@ -245,16 +246,22 @@ def validate_report_dict(d: dict[str, Any]) -> None:
     jsonschema.validate(d, load_report_schema())
 
 
-def _jsonable(obj: Any) -> Any:
-    """Turn numpy scalars/arrays and tuples into plain JSON types, recursively."""
+def to_jsonable(obj: Any, *, nan_as_none: bool = False) -> Any:
+    """Turn numpy scalars/arrays and tuples into plain JSON types, recursively (inputs are not modified).
+
+    Args:
+        obj: dicts, lists, tuples, numpy arrays and scalars, plain values.
+        nan_as_none: write non-finite floats as None (JSON null), e.g. for metrics undefined on a subset;
+            otherwise they stay floats, and ``json.dumps(..., allow_nan=False)`` refuses them.
+    """
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v, nan_as_none=nan_as_none) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [to_jsonable(v, nan_as_none=nan_as_none) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return to_jsonable(obj.tolist(), nan_as_none=nan_as_none)
     if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if nan_as_none and not np.isfinite(obj) else float(obj)
     return obj

@@ -28,6 +28,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .findings import to_jsonable
+
 __all__ = [
     "roc_auc",
     "confusion_matrix",
@@ -308,7 +310,7 @@ def evaluate_lidc_voi(
     metrics.update(_class_metrics(rows))
     metrics["seconds_per_nodule"] = seconds / len(rows)
     metrics["per_nodule"] = rows
-    return _jsonable(metrics)
+    return to_jsonable(metrics, nan_as_none=True)
 
 
 def _classical_segmenter():
@@ -458,18 +460,6 @@ def _class_f1(matrix: np.ndarray, k: int) -> Optional[float]:
     return None if support == 0 else float(2 * matrix[k, k] / support)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if not np.isfinite(obj) else float(obj)
-    return obj
 
 
 # ----------------------------------------------------------------------------------------------- CLI
