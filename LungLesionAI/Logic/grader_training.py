@@ -155,8 +155,10 @@ class GraderTrainingConfig:
             raise ValueError(f"class_balance_beta must be in [0, 1), got {self.class_balance_beta}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; :meth:`from_dict` inverts it."""
+        """JSON-ready dict; :meth:`from_dict` inverts it. ``cache_dir`` is left out: where the crop cache lives
+        does not change the model (and would put a machine's path into the model card)."""
         d = asdict(self)
+        d.pop("cache_dir")
         d["network"] = self.network.to_dict()
         d["hu_window"] = list(self.hu_window)
         d["augmentation"]["rotate_deg"] = list(self.augmentation.rotate_deg)
