@@ -44,6 +44,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .io import volume_from_sitk
+from .tables import finite_number
 from .volume import Volume
 
 __all__ = [
@@ -175,14 +176,7 @@ def read_nodule_table(data_dir: str | os.PathLike, split: Optional[str] = None) 
 
 def _parse_row(path: Path, row_number: int, row: dict[str, str]) -> NoduleRecord:
     def number(column: str) -> float:
-        text = (row.get(column) or "").strip()
-        try:
-            value = float(text)
-        except ValueError:
-            raise LidcTableError(f"{path}: row {row_number}, column {column}: not a number: {text!r}") from None
-        if not math.isfinite(value):
-            raise LidcTableError(f"{path}: row {row_number}, column {column}: not finite: {text!r}")
-        return value
+        return finite_number(path, row_number, column, row.get(column), LidcTableError)
 
     def optional_int(column: str, allowed: range) -> Optional[int]:
         if not (row.get(column) or "").strip():

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .tables import finite_number
+
 __all__ = [
     "ANNOTATION_COLUMNS",
     "IMAGE_SUFFIXES",
@@ -262,11 +264,4 @@ def _read_grouped(path: Path, columns: Sequence[str], check_last) -> dict[str, n
 
 
 def _number(path: Path, row_number: int, column: str, text: str | None) -> float:
-    text = (text or "").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        raise Luna16TableError(f"{path}: row {row_number}, column {column}: not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise Luna16TableError(f"{path}: row {row_number}, column {column}: not finite: {text!r}")
-    return value
+    return finite_number(path, row_number, column, text, Luna16TableError)
