@@ -30,12 +30,13 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lunglesionai", *args], capture_output=True, text=True)
 
 
-def test_analyze_writes_three_files(phantom_file, tmp_path):
+def test_analyze_writes_the_result_files(phantom_file, tmp_path):
     phantom, path = phantom_file
     out = tmp_path / "out"
     result = _run_cli("analyze", str(path), "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["nodules.mrk.json", "nodules.seg.nrrd", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["nodules.mrk.json", "nodules.seg.nrrd", "report.html",
+                                                     "report.json"]
     report = json.loads((out / "report.json").read_text())
     validate_report_dict(report)
     assert report["input"]["path"] == str(path.resolve())

@@ -48,6 +48,7 @@ def test_report_json_round_trip_and_schema():
         (("findings", 0, "kind"), "tumour"),
         (("findings", 0, "detection_score"), 1.5),
         (("findings", 0, "texture"), "glassy"),
+        (("findings", 0, "status"), "maybe"),
         (("input", "spacing_mm"), [0.7, 0.7]),
         (("schema",), "lunglesionai-report/0"),
     ],
@@ -60,6 +61,13 @@ def test_schema_rejects_bad_fields(path, value):
     target[path[-1]] = value
     with pytest.raises(jsonschema.ValidationError):
         validate_report_dict(d)
+
+
+def test_review_states_round_trip():
+    report = _report()
+    for state in ("accepted", "rejected", "proposed"):
+        report.findings[0].status = state
+        assert Report.from_dict(json.loads(report.to_json())).findings[0].status == state
 
 
 def test_finding_validates_kind_and_status():
@@ -79,3 +87,27 @@ def test_mask_paste_clips_to_labelmap():
 def test_summary_mentions_measurements():
     text = _report().findings[0].summary()
     assert "6.2 mm solid" in text and "score 0.75" in text
+
+
+@pytest.mark.parametrize("direction", [
+    (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS-ordered array: i and j flipped
+    (0, 0, 1, 1, 0, 0, 0, -1, 0),  # axes permuted, one flipped
+])
+def test_mask_reoriented_matches_the_full_grid_permutation(direction):
+    from lunglesionai.orientation import reorient_to_lps
+    from lunglesionai.volume import Volume
+
+    shape = (7, 9, 11)
+    volume = Volume(np.zeros(shape, np.int16), (0.7, 0.8, 1.5), (3.0, -2.0, 5.0), direction)
+    _, perm = reorient_to_lps(volume)
+    assert not perm.is_identity
+    rng = np.random.default_rng(1)
+    mask = FindingMask((1, 2, 3), rng.random((4, 5, 6)) > 0.5)
+    full = np.zeros(shape, bool)
+    mask.paste_into(full, True)
+    moved = mask.reoriented(perm)
+    rebuilt = np.zeros(perm.lps_shape_zyx, bool)
+    moved.paste_into(rebuilt, True)
+    np.testing.assert_array_equal(rebuilt, perm.apply(full))
+    assert moved.voxel_count == mask.voxel_count
+    assert FindingMask((0, 0, 0), mask.array).reoriented(type(perm).identity(shape)).array is mask.array

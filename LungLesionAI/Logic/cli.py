@@ -37,7 +37,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     bar, update = progress_reporter(args.progress)
     with bar:
         report = analyze_volume(volume, config, progress=update)
-    paths = write_outputs(report, out, overwrite=args.overwrite)
+    paths = write_outputs(report, out, overwrite=args.overwrite, volume=volume)
     _print_findings(report)
     print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
     return 0

@@ -107,5 +107,5 @@ def run_phantom_demo(
         "phantom_ct.nrrd": lambda path: save_volume(phantom.volume, path),
         "ground_truth.json": lambda path: path.write_text(json.dumps(truth, indent=2), encoding="utf-8"),
     }
-    write_outputs(report, output, overwrite=overwrite, extra_files=extra)
+    write_outputs(report, output, overwrite=overwrite, extra_files=extra, volume=phantom.volume)
     return DemoResult(report, truth, score_against_phantom(report, truth), seconds, output)

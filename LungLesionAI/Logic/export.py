@@ -8,6 +8,8 @@
 * ``nodules.mrk.json``: Slicer markups, one Fiducial with a control point per nodule (LPS mm).
 * ``report.json``: ``lunglesionai-report/1``, validated before anything is written.
 * ``lesions.mrk.json`` (ROI boxes) when the report has lesions, ``lesions.seg.nrrd`` when a lesion has a mask.
+* ``report.html`` when the CT is given (``volume=``): the findings table with thumbnails and 3D renderings, for
+  people (:mod:`lunglesionai.report_html`).
 
 Everything goes to a temporary sibling folder first, which is renamed to OUT when complete; a failure leaves no
 OUT (or the previous OUT untouched) and no temporary folder. Markups follow Slicer's schema v1.0.3
@@ -29,6 +31,7 @@ import numpy as np
 
 from .findings import Finding, FindingMask, InputInfo, Report, validate_report_dict
 from .mrml import FINDING_ID_TAG, mask_crop_in_grid, reference_image_geometry_string, segment_styles
+from .volume import Volume
 
 __all__ = [
     "MARKUPS_SCHEMA_URL",
@@ -37,6 +40,7 @@ __all__ = [
     "LESIONS_SEGMENTATION",
     "LESIONS_MARKUPS",
     "REPORT_JSON",
+    "REPORT_HTML",
     "segmentation_dict",
     "markups_fiducial_dict",
     "markups_roi_dict",
@@ -55,7 +59,9 @@ NODULES_MARKUPS = "nodules.mrk.json"
 LESIONS_SEGMENTATION = "lesions.seg.nrrd"
 LESIONS_MARKUPS = "lesions.mrk.json"
 REPORT_JSON = "report.json"
-_STANDARD_NAMES = (NODULES_SEGMENTATION, NODULES_MARKUPS, LESIONS_SEGMENTATION, LESIONS_MARKUPS, REPORT_JSON)
+REPORT_HTML = "report.html"
+_STANDARD_NAMES = (NODULES_SEGMENTATION, NODULES_MARKUPS, LESIONS_SEGMENTATION, LESIONS_MARKUPS, REPORT_JSON,
+                   REPORT_HTML)
 #: Keys of the dict :func:`write_outputs` returns, per standard file.
 _RESULT_KEYS = {
     NODULES_SEGMENTATION: "nodules_segmentation",
@@ -63,6 +69,7 @@ _RESULT_KEYS = {
     LESIONS_SEGMENTATION: "lesions_segmentation",
     LESIONS_MARKUPS: "lesions_markups",
     REPORT_JSON: "report",
+    REPORT_HTML: "report_html",
 }
 #: gzip level of the .seg.nrrd voxels: zlib's default; on a 512×512×300 grid with 20 nodules it writes 92 kB in
 #: 0.35 s (level 1: 364 kB, 0.2 s; level 9: 91 kB, 0.35 s).
@@ -261,6 +268,7 @@ def write_outputs(
     *,
     overwrite: bool = False,
     extra_files: Mapping[str, Callable[[Path], None]] | None = None,
+    volume: Volume | None = None,
 ) -> dict[str, Path]:
     """Write the report's files into ``out_dir``, atomically.
 
@@ -270,19 +278,24 @@ def write_outputs(
         overwrite: replace an existing ``out_dir`` (only once the new one is complete).
         extra_files: more files to write into the same folder, as ``{file name: writer(path)}``; each writer
             writes its file at the given path (inside the temporary folder).
+        volume: the analysed CT (the report's input grid); when given, ``report.html`` is written too
+            (:func:`lunglesionai.report_html.write_report_html`).
 
     Returns:
         Final path of every file written, keyed "nodules_segmentation", "nodules_markups", "report", and
-        "lesions_markups" / "lesions_segmentation" when present; extra files are keyed by their names.
+        "lesions_markups" / "lesions_segmentation" / "report_html" when present; extra files are keyed by their
+        names.
 
     Raises:
         FileExistsError: ``out_dir`` exists and ``overwrite`` is False.
         NotADirectoryError: ``out_dir`` exists and is not a folder.
         ValueError: an extra file name is not a plain file name or clashes with a standard output; finding ids
-            are empty, repeated or contain "|" or ":".
+            are empty, repeated or contain "|" or ":"; ``volume`` is not on the report's input grid.
         jsonschema.ValidationError: the report does not follow ``lunglesionai-report/1``.
     """
     out = Path(out_dir).absolute()
+    if volume is not None and tuple(volume.shape_zyx) != tuple(report.input.shape_zyx):
+        raise ValueError(f"volume shape {volume.shape_zyx} is not the report's input {report.input.shape_zyx}")
     extra = dict(extra_files or {})
     _check_extra_names(extra)
     if out.exists() and not out.is_dir():
@@ -295,7 +308,7 @@ def write_outputs(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        names = _write_files(report, report_dict, tmp, extra)
+        names = _write_files(report, report_dict, tmp, extra, volume)
         _make_default_permissions(tmp)
         _move_into_place(tmp, out, overwrite)
     except BaseException:
@@ -311,7 +324,8 @@ def _check_extra_names(extra: Mapping[str, Callable[[Path], None]]) -> None:
             raise ValueError(f"extra file name {name!r} must be a plain file name other than {_STANDARD_NAMES}")
 
 
-def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping) -> list[str]:
+def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping,
+                 volume: Volume | None = None) -> list[str]:
     """Write every output into ``folder``; returns the file names in writing order."""
     import slicerio
 
@@ -327,6 +341,10 @@ def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping
     if lesions:
         writers[LESIONS_MARKUPS] = lambda p: _write_json(p, markups_roi_dict(lesions))
     writers[REPORT_JSON] = lambda p: _write_json(p, report_dict)
+    if volume is not None:
+        from .report_html import write_report_html
+
+        writers[REPORT_HTML] = lambda p: write_report_html(report, volume, p)
     writers.update(extra)
     for name, write in writers.items():
         write(folder / name)

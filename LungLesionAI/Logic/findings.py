@@ -19,6 +19,7 @@ __all__ = [
     "REPORT_SCHEMA_ID",
     "STAGES",
     "NOT_RUN",
+    "REVIEW_STATES",
     "FindingMask",
     "Finding",
     "InputInfo",
@@ -33,6 +34,9 @@ REPORT_SCHEMA_ID = "lunglesionai-report/1"
 STAGES = ("lung_mask", "detection", "fp_reduction", "segmentation", "measurement", "grading", "uld")
 NOT_RUN = "not run"
 INVASIVENESS_CLASSES = ("pre-invasive", "minimally-invasive", "invasive")
+#: Review states of a finding (``Finding.status``): "proposed" (not reviewed yet), then accepted or rejected by a
+#: reader (the Slicer module's Accept / Reject buttons).
+REVIEW_STATES = ("proposed", "accepted", "rejected")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,31 @@ class FindingMask:
     def voxel_count(self) -> int:
         """Number of voxels set."""
         return int(np.count_nonzero(self.array))
+
+    def reoriented(self, permutation) -> "FindingMask":
+        """The same voxels on the grid a :class:`lunglesionai.orientation.AxisPermutation` leads to (exact).
+
+        Only the crop is transposed and flipped (no full-size array); ``mask.reoriented(perm)`` pasted into the
+        reoriented grid equals ``perm.apply`` of the mask pasted into the original grid.
+
+        Args:
+            permutation: what :func:`lunglesionai.orientation.reorient_to_lps` returned for the mask's grid
+                (``order_kji``, ``flip_kji``, ``lps_shape_zyx``).
+
+        Returns:
+            A new FindingMask on the reoriented grid (this one when the permutation is the identity).
+        """
+        if permutation.is_identity:
+            return self
+        order = list(permutation.order_kji)
+        array = np.transpose(np.asarray(self.array), order)
+        offset = [int(self.offset_kji[a]) for a in order]
+        shape = permutation.lps_shape_zyx
+        for axis, flipped in enumerate(permutation.flip_kji):
+            if flipped:
+                array = np.flip(array, axis=axis)
+                offset[axis] = int(shape[axis]) - (offset[axis] + array.shape[axis])
+        return FindingMask(tuple(offset), np.ascontiguousarray(array))
 
 
 @dataclass
@@ -108,7 +137,7 @@ class Finding:
     def __post_init__(self) -> None:
         if self.kind not in ("nodule", "lesion"):
             raise ValueError(f"Finding.kind must be 'nodule' or 'lesion', got {self.kind!r}")
-        if self.status not in ("proposed", "accepted", "rejected"):
+        if self.status not in REVIEW_STATES:
             raise ValueError(f"Finding.status must be proposed/accepted/rejected, got {self.status!r}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The MRML adapter: a :class:`~lunglesionai.findings.Report` and a :class:`~lunglesionai.volume.Volume` as nodes.
 
-This is the only module of :mod:`lunglesionai` that imports ``slicer``, and it does so inside functions, so the
-package imports without Slicer. It works in 3D Slicer and in ``slicer-core`` (the Slicer team's Qt-free MRML build),
+This module and :mod:`lunglesionai.review` (which builds on it) are the only ones of :mod:`lunglesionai` that
+import ``slicer``, and they do so inside functions, so the package imports without Slicer. It works in 3D Slicer and in ``slicer-core`` (the Slicer team's Qt-free MRML build),
 where :func:`setup_scene_for_lunglesionai` supplies what the application normally sets up.
 
 Coordinates: the package works in LPS millimetres; MRML stores world points in RAS (x and y negated). The
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -45,6 +45,8 @@ __all__ = [
     "add_report_to_scene",
     "mask_crop_in_grid",
     "segment_centroids_lps",
+    "segment_mask",
+    "place_under_study",
 ]
 
 logger = logging.getLogger(__name__)
@@ -495,3 +497,106 @@ def _vtk_matrix(array: np.ndarray):
 
 def _numpy_matrix(matrix) -> np.ndarray:
     return np.array([[matrix.GetElement(row, col) for col in range(4)] for row in range(4)])
+
+
+def segment_mask(segmentation_node, segment_id: str, info: InputInfo) -> Optional[FindingMask]:
+    """A segment's binary labelmap as a :class:`FindingMask` on a report's grid (e.g. after Segment Editor edits).
+
+    The labelmap is resampled (nearest neighbour) onto the grid of ``info`` when its geometry differs (another
+    reference geometry, or a parent transform); otherwise its voxels are taken as they are. Voxels outside the grid
+    are dropped. A segment sharing a labelmap layer with others gives only its own voxels.
+
+    Args:
+        segmentation_node: a vtkMRMLSegmentationNode.
+        segment_id: the segment's id.
+        info: the grid (shape (Z, Y, X), spacing (x, y, z) mm, LPS origin and direction) of the report.
+
+    Returns:
+        The mask, cropped to its set voxels with its (k, j, i) offset on the grid; None when the segment is empty
+        (or lies outside the grid).
+
+    Raises:
+        KeyError: no segment with that id.
+    """
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise KeyError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")
+    labelmap = slicer.vtkOrientedImageData()
+    segmentation_node.GetBinaryLabelmapRepresentation(segment_id, labelmap)
+    if labelmap.GetPointData().GetScalars() is None or labelmap.IsEmpty():
+        return None
+    nz, ny, nx = (int(n) for n in info.shape_zyx)
+    reference = slicer.vtkOrientedImageData()
+    reference.SetExtent(0, nx - 1, 0, ny - 1, 0, nz - 1)
+    reference.SetImageToWorldMatrix(_vtk_matrix(ijk_to_ras_matrix(info)))
+    world_matrix = _numpy_matrix(_parent_to_world_matrix(segmentation_node))
+    resample = slicer.vtkOrientedImageDataResample
+    if not np.allclose(world_matrix, np.eye(4)):
+        moved = slicer.vtkOrientedImageData()
+        moved.DeepCopy(labelmap)
+        transform = vtk.vtkTransform()
+        transform.SetMatrix(_vtk_matrix(world_matrix))
+        moved.ApplyTransform(transform)
+        labelmap = moved
+    if not resample.DoGeometriesMatch(reference, labelmap):
+        resampled = slicer.vtkOrientedImageData()
+        resample.ResampleOrientedImageToReferenceOrientedImage(labelmap, reference, resampled, False, False)
+        labelmap = resampled
+    x0, _, y0, _, z0, _ = labelmap.GetExtent()
+    dims = labelmap.GetDimensions()
+    voxels = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(dims[2], dims[1], dims[0])
+    mask = FindingMask((int(z0), int(y0), int(x0)), voxels != 0)
+    first, crop = mask_crop_in_grid(mask, info.shape_zyx)
+    if crop.size == 0:
+        return None
+    return FindingMask(tuple(int(v) for v in first), crop)
+
+
+def _parent_to_world_matrix(node):
+    """The node's parent transform to world as a vtkMatrix4x4 (identity without one).
+
+    Raises:
+        ValueError: the transform is not linear.
+    """
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    parent = node.GetParentTransformNode()
+    if parent is not None:
+        if not parent.IsTransformToWorldLinear():
+            raise ValueError(f"node {node.GetName()!r} is under a non-linear transform; harden it first")
+        parent.GetMatrixTransformToWorld(matrix)
+    return matrix
+
+
+def place_under_study(scene, volume_node, nodes) -> int:
+    """Put nodes in the subject hierarchy beside the volume: under its study, else under its parent (the scene).
+
+    In 3D Slicer every data node already has a subject-hierarchy item, which is moved; in ``slicer-core`` (no
+    subject-hierarchy plugins) items are created.
+
+    Args:
+        scene: the vtkMRMLScene.
+        volume_node: the analysed volume's node.
+        nodes: data nodes to place (e.g. the segmentation, markups and table of a result).
+
+    Returns:
+        The subject-hierarchy item id of the parent (the study, or the volume's parent).
+    """
+    import slicer
+
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    volume_item = sh.GetItemByDataNode(volume_node) or sh.CreateItem(sh.GetSceneItemID(), volume_node)
+    study_level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy()
+    parent = sh.GetItemAncestorAtLevel(volume_item, study_level) or sh.GetItemParent(volume_item)
+    parent = parent or sh.GetSceneItemID()
+    for node in nodes:
+        item = sh.GetItemByDataNode(node)
+        if item:
+            sh.SetItemParent(item, parent)
+        else:
+            sh.CreateItem(parent, node)
+    return parent
