@@ -3,7 +3,6 @@ lunglesionai.grader (loading, grading on the volume's own grid, errors), plus th
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
@@ -25,7 +24,6 @@ from lunglesionai.grader import (
 from lunglesionai.grader_training import (
     GraderLoss,
     GraderTrainingConfig,
-    add_train_grader_parser,
     class_balanced_weights,
     train_grader,
 )
@@ -155,10 +153,9 @@ def test_loss_ignores_missing_labels():
 
 
 def test_cli_parser_registers_train_grader():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    add_train_grader_parser(sub)
-    args = parser.parse_args(["train", "grader", "--data", "d", "--out", "o", "--epochs", "3", "--seed", "7"])
+    from lunglesionai.cli import build_parser
+
+    args = build_parser().parse_args(["train", "grader", "--data", "d", "--out", "o", "--epochs", "3", "--seed", "7"])
     assert (args.data, args.out, args.epochs, args.seed) == ("d", "o", 3, 7)
     assert callable(args.func)
 

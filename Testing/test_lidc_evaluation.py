@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -12,7 +11,6 @@ from lunglesionai.densesharp import DenseSharpConfig, DenseSharpNet
 from lunglesionai.grader import save_grader
 from lunglesionai.lidc import LidcTableError
 from lunglesionai.lidc_evaluation import (
-    add_evaluate_lidc_parser,
     bootstrap_ci,
     confusion_matrix,
     dice_score,
@@ -21,6 +19,7 @@ from lunglesionai.lidc_evaluation import (
     fit_logistic,
     macro_f1,
     roc_auc,
+    run_evaluate_lidc,
 )
 from test_lidc import make_lidc_folder
 
@@ -138,10 +137,9 @@ def untrained_model(tmp_path_factory):
 
 
 def _run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    add_evaluate_lidc_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from lunglesionai.cli import main
+
+    return main(argv)
 
 
 def test_evaluate_command_writes_metrics(tmp_path, untrained_model):
@@ -177,18 +175,12 @@ def test_evaluate_errors(tmp_path, untrained_model):
         evaluate_lidc_voi(data, "test", untrained_model)
 
 
-def test_parser_hook_accepts_the_top_level_or_the_evaluate_group():
-    parser = argparse.ArgumentParser(prog="lunglesionai")
-    sub = parser.add_subparsers(dest="command")
-    group = sub.add_parser("evaluate").add_subparsers(dest="dataset")
-    group.add_parser("phantom")
-    add_evaluate_lidc_parser(group)  # the group itself, as cli.build_parser passes it
-    args = parser.parse_args(["evaluate", "lidc-voi", "--data", "d", "--out", "m.json"])
+def test_cli_parser_registers_evaluate_lidc_voi():
+    from lunglesionai.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "lidc-voi", "--data", "d", "--out", "m.json"])
     assert (args.data, args.split, args.out) == ("d", "val", "m.json")
-    parser2 = argparse.ArgumentParser(prog="lunglesionai")
-    sub2 = parser2.add_subparsers(dest="command")
-    add_evaluate_lidc_parser(sub2)  # the top level: the group is created
-    assert parser2.parse_args(["evaluate", "lidc-voi", "--data", "d", "--out", "m.json"]).split == "val"
+    assert args.func is run_evaluate_lidc
 
 
 def test_evaluate_folder_without_labels(tmp_path, untrained_model):

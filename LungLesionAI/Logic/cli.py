@@ -32,7 +32,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: output folder exists (use --overwrite to replace it)")
-    config = PipelineConfig(detector=args.detector, min_score=args.min_score)
+    config = PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr,
+                            grade=not args.no_grading, device=args.device)
     volume = load_volume(args.input, series_uid=args.series_uid)
     bar, update = progress_reporter(args.progress)
     with bar:
@@ -105,13 +106,30 @@ def _add_progress_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_detection_arguments(parser: argparse.ArgumentParser, min_score_default: Optional[float] = None) -> None:
+    """``--detector``, ``--no-fpr``, ``--device`` and ``--min-score`` (shared by ``analyze`` and
+    ``evaluate detection``)."""
+    parser.add_argument("--detector", default="learned", choices=["learned", "classical"],
+                        help="nodule detector: learned RetinaNet + FP reduction (default) or the classical "
+                        "blob detector (baseline)")
+    parser.add_argument("--no-fpr", action="store_true", help="skip the false-positive reduction classifier")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where the learned detector runs (default auto: CUDA when available)")
+    parser.add_argument(
+        "--min-score", type=float, default=min_score_default,
+        help="operating point: drop candidates whose score is below this (0..1; default: the detector's "
+        "documented operating point, see README)" if min_score_default is None else
+        "operating point (0..1; default %(default)s: every candidate, as FROC needs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all sub-commands."""
     from .composites import add_make_composites_parser
     from .detection_evaluation import add_evaluate_detection_parser
+    from .detector_training import add_train_detector_parser
+    from .fpr_training import add_train_fpr_parser
     from .grader_training import add_train_grader_parser
     from .lidc_evaluation import add_evaluate_lidc_parser
-    from .pipeline import PipelineConfig
 
     parser = argparse.ArgumentParser(prog="lunglesionai", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lunglesionai {__version__}")
@@ -122,14 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="CT file or DICOM series folder")
     p.add_argument("-o", "--output", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--series-uid", help="SeriesInstanceUID to use when the DICOM folder holds several series")
-    p.add_argument("--detector", default="classical", choices=["classical"], help="nodule detector")
-    p.add_argument(
-        "--min-score",
-        type=float,
-        default=PipelineConfig.min_score,
-        help="operating point: drop candidates whose detection score is below this (0..1; default %(default)s, "
-        "the most sensitive; see README for the sensitivity / false-positive trade-off)",
-    )
+    add_detection_arguments(p)
+    p.add_argument("--no-grading", action="store_true", help="skip the DenseSharp grader (classical masks only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_progress_arguments(p)
     p.set_defaults(func=run_analyze)
@@ -160,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the metrics as JSON to this file")
     p.set_defaults(func=run_evaluate_phantom)
     add_evaluate_detection_parser(evaluate)
-    add_evaluate_lidc_parser(sub)
-    add_train_grader_parser(sub)
+    add_evaluate_lidc_parser(evaluate)
+
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="model", required=True)
+    add_train_grader_parser(train)
+    add_train_detector_parser(train)
+    add_train_fpr_parser(train)
     add_make_composites_parser(sub)
     return parser
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -63,12 +63,15 @@ class Candidate:
         radius_mm: estimated radius in mm (from the scale of the strongest response).
         score: blob score in [0, 1] (roundness × contrast × centrality; not a calibrated probability).
         method: the detector that produced it, e.g. "hessian-dot".
+        details: method-specific numbers copied into the finding's ``extra`` (e.g. ``{"detector_score",
+            "fpr_probability"}`` of the learned detector).
     """
 
     center_kji: tuple[float, float, float]
     radius_mm: float
     score: float
     method: str = METHOD_NAME
+    details: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -392,6 +392,8 @@ def add_evaluate_detection_parser(evaluate_subparsers) -> argparse.ArgumentParse
     Returns:
         The new sub-parser.
     """
+    from .cli import add_detection_arguments
+
     p = evaluate_subparsers.add_parser(
         "detection", help="LUNA16 protocol: FROC at 1/8..8 FPs per scan and CPM on LUNA16-style data"
     )
@@ -402,7 +404,7 @@ def add_evaluate_detection_parser(evaluate_subparsers) -> argparse.ArgumentParse
     p.add_argument("--predictions", help="read predictions (seriesuid,coordX,coordY,coordZ,probability) instead of "
                    "running the pipeline")
     p.add_argument("--save-predictions", help="also write the pipeline's predictions to this CSV")
-    p.add_argument("--min-score", type=float, default=0.0, help="pipeline operating point (default %(default)s)")
+    add_detection_arguments(p, min_score_default=0.0)
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples for 95%% CIs")
     p.add_argument("--out", required=True, help="write the metrics as JSON to this file")
     p.set_defaults(func=run_evaluate_detection)
@@ -426,7 +428,7 @@ def run_evaluate_detection(args: argparse.Namespace) -> int:
         args.images,
         args.annotations,
         args.excluded,
-        PipelineConfig(min_score=args.min_score),
+        PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr, device=args.device),
         args.predictions,
         seriesuids_csv=args.seriesuids,
         save_predictions_csv=args.save_predictions,

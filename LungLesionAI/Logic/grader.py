@@ -16,8 +16,6 @@ a radiological surrogate learned from LIDC texture ratings, NOT pathology.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -40,6 +38,7 @@ from .lidc import (
     window_hu,
 )
 from .lidc_evaluation import expected_calibration_error, fit_logistic, roc_auc
+from .model_store import MODELS_ENV, ModelFileError, load_model, model_dir, save_model
 from .volume import Volume
 
 __all__ = [
@@ -59,10 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MODELS_ENV = "LUNGLESIONAI_MODELS"
-"""Environment variable naming the models folder (the grader is read from ``$LUNGLESIONAI_MODELS/grader``)."""
 GRADER_SUBDIR = "grader"
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "grader.pt"
 GRADER_FORMAT = "lunglesionai-grader/1"
 MASK_THRESHOLD = 0.5
@@ -80,22 +76,14 @@ TEMPERATURE_GRID = np.exp(np.linspace(math.log(0.2), math.log(5.0), 401))
 
 
 
-class GraderModelError(RuntimeError):
+class GraderModelError(ModelFileError):
     """The grader's model folder is missing, incomplete, or its weights do not match the recorded SHA-256."""
 
 
 def default_model_dir() -> Path:
-    """The grader folder: ``$LUNGLESIONAI_MODELS/grader`` when set; else ``models/grader`` inside the package
-    when present (where the Slicer extension installs the weights); else ``<repo>/models/grader``, two levels above
-    this package (the package is ``LungLesionAI/Logic/`` in the source tree).
-    """
-    env = os.environ.get(MODELS_ENV)
-    if env:
-        return Path(env).expanduser() / GRADER_SUBDIR
-    installed = Path(__file__).resolve().parent / "models" / GRADER_SUBDIR
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parents[2] / "models" / GRADER_SUBDIR
+    """The grader folder (:func:`lunglesionai.model_store.model_dir` of "grader"): ``$LUNGLESIONAI_MODELS/grader``
+    when set; else ``models/grader`` inside the package; else ``<repo>/models/grader``."""
+    return model_dir(GRADER_SUBDIR)
 
 
 def save_grader(
@@ -106,8 +94,8 @@ def save_grader(
 ) -> str:
     """Write ``grader.pt`` (state_dict) and ``config.json`` into ``model_dir`` (inverse of :meth:`NoduleGrader.load`).
 
-    Each file is written to a temporary name and renamed into place. ``config.json`` records the format, the
-    network config, the weights' SHA-256, ``preprocessing`` and the class names, plus ``extra`` (calibration,
+    Both are written atomically (:func:`lunglesionai.model_store.save_model`). ``config.json`` records the format,
+    the network config, the weights' SHA-256, ``preprocessing`` and the class names, plus ``extra`` (calibration,
     training config, ...).
 
     Args:
@@ -125,27 +113,14 @@ def save_grader(
     missing = [k for k in ("spacing_mm", "crop_size", "hu_window", "pad_hu") if k not in preprocessing]
     if missing:
         raise ValueError(f"preprocessing lacks {missing}")
-    folder = Path(model_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights_path = folder / WEIGHTS_FILE
-    tmp = folder / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
-    torch.save(net.state_dict(), tmp)
-    os.replace(tmp, weights_path)
-    sha = hashlib.sha256(weights_path.read_bytes()).hexdigest()
-    config = {
+    return save_model(model_dir, net.state_dict(), WEIGHTS_FILE, {
         "format": GRADER_FORMAT,
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": sha,
         "network": net.config.to_dict(),
         "preprocessing": dict(preprocessing),
         "texture_classes": list(TEXTURE_CLASSES),
         "invasiveness_classes": list(INVASIVENESS_CLASSES),
         **(extra or {}),
-    }
-    tmp = folder / f".{CONFIG_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(config, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / CONFIG_FILE)
-    return sha
+    })
 
 
 @dataclass(frozen=True)
@@ -225,34 +200,21 @@ class NoduleGrader:
                 grader config, the checksum differs, or the weights do not fit the configured network.
         """
         folder = Path(model_dir) if model_dir is not None else default_model_dir()
-        config_path = folder / CONFIG_FILE
-        if not config_path.is_file():
-            raise GraderModelError(
-                f"{config_path}: no grader config; train one with `lunglesionai train grader --data DIR "
-                f"--out {folder}`, or point {MODELS_ENV} at a models folder holding grader/"
-            )
         try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise GraderModelError(f"{config_path}: not valid JSON ({exc})") from exc
-        if config.get("format") != GRADER_FORMAT:
-            raise GraderModelError(f"{config_path}: format {config.get('format')!r}, expected {GRADER_FORMAT!r}")
-        weights_path = folder / config.get("weights_file", WEIGHTS_FILE)
-        if not weights_path.is_file():
-            raise GraderModelError(f"{weights_path}: weights named in {config_path} are missing")
-        data = weights_path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        if verify_sha256 and sha != config.get("weights_sha256"):
-            raise GraderModelError(
-                f"{weights_path}: SHA-256 {sha} differs from {config.get('weights_sha256')} in {config_path}"
-            )
+            config, state, sha = load_model(folder, GRADER_FORMAT,
+                                            f"lunglesionai train grader --data DIR --out {folder}",
+                                            verify_sha256=verify_sha256)
+        except GraderModelError:
+            raise
+        except ModelFileError as exc:
+            raise GraderModelError(str(exc)) from exc
         network = config["network"]
         net = DenseSharpNet(DenseSharpConfig(**{**network, "block_layers": tuple(network["block_layers"]),
                                                 "decoder_channels": tuple(network["decoder_channels"])}))
         try:
-            net.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+            net.load_state_dict(state)
         except (RuntimeError, KeyError) as exc:
-            raise GraderModelError(f"{weights_path}: weights do not fit the network in {config_path}: {exc}") from exc
+            raise GraderModelError(f"{folder}: weights do not fit the network in its config.json: {exc}") from exc
         return cls(net, config, folder, sha)
 
     def model_info(self) -> dict[str, str]:

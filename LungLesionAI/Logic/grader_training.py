@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from .densesharp import DenseSharpConfig, DenseSharpNet, DenseSharpOutput
+from .model_store import CONFIG_FILE
 from .grader import (
-    CONFIG_FILE,
     WEIGHTS_FILE,
     calibrate_temperature,
     fit_malignancy_stacker,
@@ -72,7 +72,6 @@ __all__ = [
     "class_balanced_weights",
     "train_grader",
     "add_train_grader_parser",
-    "command_group",
     "run_train_grader",
 ]
 
@@ -491,44 +490,16 @@ def _write_json(path: Path, data: dict) -> None:
 # ----------------------------------------------------------------------------------------------- CLI
 
 
-def command_group(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> argparse._SubParsersAction:
-    """The sub-command action of the ``name`` group (e.g. "train", "evaluate"), created when absent.
-
-    Accepts either the top-level ``parser.add_subparsers()`` action (the group is found or added there) or the
-    group's own sub-command action (returned as is, recognised by its program name ending in ``name``), so
-    several modules can register ``lunglesionai train <model>`` / ``evaluate <protocol>`` side by side.
-
-    Args:
-        subparsers: top-level sub-command action, or the group's.
-        name: command group name.
-        help_text: its help (used when it is created here).
-
-    Returns:
-        The group's own sub-command action (``.add_parser(...)`` registers a sub-command).
-    """
-    if getattr(subparsers, "_prog_prefix", "").split()[-1:] == [name]:
-        return subparsers
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help_text)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=f"{name}_command", required=True)
-
-
 def add_train_grader_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train grader --data DIR --out DIR [--epochs N] [--seed S] ...`` under ``subparsers``.
 
-    ``subparsers`` is the top-level sub-command action of ``lunglesionai`` (a ``train`` group is created or
-    reused) or the ``train`` group's own action. The command's ``func(args)`` trains, prints the val metrics
-    and returns exit status 0.
+    ``subparsers`` is what ``add_subparsers()`` returned for ``lunglesionai train``. The command's ``func(args)``
+    trains, prints the val metrics and returns exit status 0.
 
     Returns:
         The ``grader`` parser.
     """
-    group = command_group(subparsers, "train", "train a model")
-    p = group.add_parser("grader", help="train the DenseSharp nodule grader on LIDC-IDRI VOIs (lidc_voi layout)")
+    p = subparsers.add_parser("grader", help="train the DenseSharp nodule grader on LIDC-IDRI VOIs (lidc_voi layout)")
     p.add_argument("--data", required=True, help="folder with images/, masks/, nodules.csv")
     p.add_argument("--out", default="models/grader", help="output folder (default models/grader)")
     p.add_argument("--epochs", type=int, default=GraderTrainingConfig.epochs, help="epochs (default %(default)s)")

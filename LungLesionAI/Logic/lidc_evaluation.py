@@ -482,17 +482,13 @@ SUMMARY_KEYS = (
 def add_evaluate_lidc_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``evaluate lidc-voi --data DIR [--split val] --out metrics.json [--model DIR]``.
 
-    ``subparsers`` is the top-level sub-command action of ``lunglesionai`` (an ``evaluate`` group is created
-    or reused) or the ``evaluate`` group's own action (as ``cli.build_parser`` passes to the other
-    evaluators). The command's ``func(args)`` prints a summary, writes the JSON atomically and returns 0.
+    ``subparsers`` is what ``add_subparsers()`` returned for ``lunglesionai evaluate``. The command's
+    ``func(args)`` prints a summary, writes the JSON atomically and returns 0.
 
     Returns:
         The ``lidc-voi`` parser.
     """
-    from .grader_training import command_group
-
-    group = command_group(subparsers, "evaluate", "score a model against a reference protocol")
-    p = group.add_parser("lidc-voi", help="Dice, malignancy AUC, texture / invasiveness F1 on LIDC-IDRI VOIs")
+    p = subparsers.add_parser("lidc-voi", help="Dice, malignancy AUC, texture / invasiveness F1 on LIDC-IDRI VOIs")
     p.add_argument("--data", required=True, help="folder with images/, masks/, nodules.csv")
     p.add_argument("--split", default="val", help="rows of this split (all rows when the table has none)")
     p.add_argument("--out", required=True, help="metrics JSON file to write")

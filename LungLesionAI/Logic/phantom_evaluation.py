@@ -90,7 +90,7 @@ def evaluate_phantoms(
         "n_nodules": n_nodules,
         "hit_criterion": "LUNA16: finding centre within the true nodule's radius (LPS mm)",
         "operating_points": points,
-        **_sensitivity_by_group(scans, pipeline.min_score),
+        **_sensitivity_by_group(scans, pipeline.min_score or 0.0),
         "seconds_per_scan": float(np.median([s for _, _, s in scans])),
         "note": "procedural phantom: not clinical performance",
     }

@@ -4,15 +4,20 @@ Stages (each a function of arrays and geometry; no files, no Slicer):
 
 1. ``reorient_to_lps``: exact axis permutation/flip so the array is LPS-ordered (undone for the masks at the end).
 2. ``lung_mask``: classical lung segmentation (:func:`lunglesionai.lungmask.segment_lungs`).
-3. ``detection``: classical multi-scale blob detector in the lungs (:func:`lunglesionai.detection.detect_candidates`).
+3. ``detection``: the learned RetinaNet detector (:mod:`lunglesionai.learned_detection`, default) or the classical
+   multi-scale blob detector (:func:`lunglesionai.detection.detect_candidates`, the baseline) in the lungs.
+   ``fp_reduction``: with the learned detector, the decoupled classifier (:mod:`lunglesionai.fpr`) re-scores each
+   candidate; the finding's ``detection_score`` is then sqrt(detector score × FPR probability), both kept in
+   ``extra``. Candidates below the operating point (``min_score``; default: the one stored with the FPR model,
+   chosen on the composite validation set) are dropped.
 4. ``segmentation``: classical per-candidate 3D segmentation (:func:`lunglesionai.segmentation.segment_nodule`).
 5. ``measurement``: centre, axes, volume, mean HU, texture from each mask (:mod:`lunglesionai.measurements`),
    then duplicate merging.
 6. ``grading``: the learned DenseSharp grader (:mod:`lunglesionai.grader`) outlines each finding again and adds
    malignancy probability, texture and the invasiveness surrogate; measurements are redone on its mask.
 
-False-positive reduction and universal lesion detection have no model yet: the Report lists them as
-``"not run"`` and leaves their fields ``None``; so is grading when no grader model is found.
+Universal lesion detection has no model yet: the Report lists it as ``"not run"``; so are grading and false-positive
+reduction when their model is not found (the learned detector falls back to the classical one, with a warning).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 
 from . import __version__
 from .detection import BlobDetectorConfig, Candidate, detect_candidates
+from .learned_detection import boxes_to_candidates
 from .findings import NOT_RUN, STAGES, Finding, FindingMask, InputInfo, Report
 from .lungmask import segment_lungs
 from .measurements import measure_mask
@@ -54,22 +60,32 @@ class PipelineConfig:
     """Settings of :func:`analyze_volume`.
 
     Args:
-        detector: detection method; only "classical" (multi-scale blob detector) exists in v0.
+        detector: "learned" (RetinaNet + FP reduction, default) or "classical" (multi-scale blob detector).
         blob: settings of the classical detector.
         min_diameter_mm, max_diameter_mm: findings whose segmented equivalent diameter falls outside are dropped
             (3 mm is the smallest nodule Lung-RADS/LUNA16 count; 30 mm separates nodules from masses).
         max_candidates: at most this many candidates are segmented (highest detector score first).
-        min_score: candidates below this detector score are not segmented.
+        min_score: operating point: candidates whose score is below it are not segmented; None: the detector's
+            default (learned: stored with the FPR model; classical: 0, the most sensitive).
+        grade: run the DenseSharp grader.
+        grader_model_dir, detector_model_dir, fpr_model_dir: model folders (None: ``models/<name>`` or
+            ``$LUNGLESIONAI_MODELS/<name>``).
+        fpr: run the false-positive reduction after the learned detector.
+        device: "auto" (CUDA when torch sees one), "cpu" or "cuda" for the learned detector.
     """
 
-    detector: str = "classical"
+    detector: str = "learned"
     blob: BlobDetectorConfig = field(default_factory=BlobDetectorConfig)
     min_diameter_mm: float = 3.0
     max_diameter_mm: float = 30.0
     max_candidates: int = 120
-    min_score: float = 0.0
+    min_score: Optional[float] = None
     grade: bool = True
     grader_model_dir: Optional[str] = None
+    detector_model_dir: Optional[str] = None
+    fpr_model_dir: Optional[str] = None
+    fpr: bool = True
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.detector not in _DETECTORS:
@@ -78,18 +94,90 @@ class PipelineConfig:
             raise ValueError(
                 f"need 0 < min_diameter_mm < max_diameter_mm, got {self.min_diameter_mm}, {self.max_diameter_mm}"
             )
-        if not 0.0 <= self.min_score <= 1.0:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], got {self.min_score}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
 
 
-def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> list[Candidate]:
-    return detect_candidates(volume, lung_mask, config.blob)
+@dataclass(frozen=True)
+class _Detection:
+    """What a detection method returns: candidates (after FP reduction when it ran), the operating point it
+    applied, the Report.stages texts of "detection" and "fp_reduction", and the models used."""
+
+    candidates: list[Candidate]
+    stages: dict[str, str]
+    models: list[dict[str, str]] = field(default_factory=list)
 
 
-#: Registry of detection methods: name -> function(volume, lung_mask, config) -> candidates.
-_DETECTORS: dict[str, Callable[[Volume, np.ndarray, PipelineConfig], list[Candidate]]] = {
+def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
+    threshold = 0.0 if config.min_score is None else config.min_score
+    candidates = [c for c in detect_candidates(volume, lung_mask, config.blob) if c.score >= threshold]
+    return _Detection(candidates, {"detection": f"classical multi-scale blob detector (min score {threshold})"})
+
+
+def _learned_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
+    from .learned_detection import combine_scores
+    from .model_store import ModelFileError
+
+    try:
+        detector = _load_learned("detector", config.detector_model_dir)
+    except ModelFileError as error:
+        logger.warning("learned detector unavailable (%s); using the classical detector", error)
+        fallback = _classical_detector(volume, lung_mask, config)
+        return replace(fallback, stages={"detection": f"{fallback.stages['detection']}; the learned detector was "
+                                                      f"not found: {error}"})
+    reducer, fpr_stage = None, NOT_RUN
+    if config.fpr:
+        try:
+            reducer = _load_learned("fpr", config.fpr_model_dir)
+        except ModelFileError as error:
+            logger.warning("false-positive reduction not run: %s", error)
+            fpr_stage = f"{NOT_RUN} (no FPR model: {error})"
+    device = "cuda" if config.device == "cuda" or (config.device == "auto" and torch_cuda_available()) else "cpu"
+    grid, boxes, scores = detector.predict(volume, lung_mask, device=device)
+    details: list[dict] = [{"detector_score": round(float(s), 4)} for s in scores]
+    threshold = detector.default_min_score if config.min_score is None else config.min_score
+    if reducer is not None and len(boxes):
+        probabilities = reducer.probabilities(grid.image, 0.5 * (boxes[:, :3] + boxes[:, 3:]))
+        for d, p in zip(details, probabilities):
+            d["fpr_probability"] = round(float(p), 4)
+        scores = combine_scores(scores, probabilities)
+        threshold = reducer.default_min_score if config.min_score is None else config.min_score
+        fpr_stage = "decoupled 3-D CNN classifier on detector-grid crops (NoduleNet-style)"
+    candidates = [c for c in boxes_to_candidates(volume, grid, boxes, scores, lung_mask, details)
+                  if c.score >= threshold]
+    models = [detector.model_info()] + ([reducer.model_info()] if reducer is not None else [])
+    stages = {"detection": f"RetinaNet 3-D (MONAI) on a {detector.config.spacing_mm} mm grid, {device} "
+                           f"(operating point: score >= {threshold:.3f})", "fp_reduction": fpr_stage}
+    return _Detection(candidates, stages, models)
+
+
+def torch_cuda_available() -> bool:
+    """True when torch sees a CUDA device."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_learned(name: str, folder: Optional[str]):
+    """The ``detector`` or ``fpr`` model of ``folder`` (None = default folder), loaded once per process.
+
+    Raises:
+        lunglesionai.model_store.ModelFileError: the model is missing or broken.
+    """
+    from .fpr import FalsePositiveReducer
+    from .learned_detection import LearnedDetector
+
+    return {"detector": LearnedDetector, "fpr": FalsePositiveReducer}[name].load(folder)
+
+
+#: Registry of detection methods: name -> function(volume, lung_mask, config) -> _Detection.
+_DETECTORS: dict[str, Callable[[Volume, np.ndarray, PipelineConfig], _Detection]] = {
+    "learned": _learned_detector,
     "classical": _classical_detector,
 }
 
@@ -118,6 +206,7 @@ def analyze_volume(
         >>> report = analyze_volume(make_phantom(PhantomConfig.small()).volume)  # doctest: +SKIP
     """
     planned = ["lung_mask", "detection", "segmentation", "measurement"] + (["grading"] if config.grade else [])
+    models: list[dict[str, str]] = []
     tracker = _StageTracker(progress, planned)
     stages = {s: NOT_RUN for s in STAGES}
     lps_volume, permutation = reorient_to_lps(volume)
@@ -126,9 +215,10 @@ def analyze_volume(
         lung_mask = segment_lungs(lps_volume)
         stages["lung_mask"] = "classical (threshold, airway removal, left/right split, hole filling)"
     with tracker("detection"):
-        candidates = _DETECTORS[config.detector](lps_volume, lung_mask, config)
-        candidates = [c for c in candidates if c.score >= config.min_score][: config.max_candidates]
-        stages["detection"] = f"{config.detector} multi-scale blob detector"
+        detection = _DETECTORS[config.detector](lps_volume, lung_mask, config)
+        candidates = detection.candidates[: config.max_candidates]
+        stages.update(detection.stages)
+        models += detection.models
         logger.info("%d candidates", len(candidates))
     with tracker("segmentation"):
         masks = [segment_nodule(lps_volume, c.center_kji, c.radius_mm, lung_mask) for c in candidates]
@@ -137,10 +227,10 @@ def analyze_volume(
         findings = _measure_findings(lps_volume, candidates, masks, config)
         findings = merge_duplicates(findings)
         stages["measurement"] = "mask-based (equivalent diameter, axial long/short axis, volume, mean HU, texture)"
-    models: list[dict[str, str]] = []
     if config.grade:
         with tracker("grading"):
-            findings, stages, models = _grade_findings(lps_volume, lung_mask, findings, stages, config)
+            findings, stages, grader_models = _grade_findings(lps_volume, lung_mask, findings, stages, config)
+        models += grader_models
     findings = [_mask_to_input_grid(f, permutation, volume.shape_zyx) for f in findings]
 
     return Report(
@@ -278,7 +368,8 @@ def _measure_findings(
                 volume_mm3=m.volume_mm3,
                 mean_hu=m.mean_hu,
                 texture=m.texture,
-                extra={"detector": candidate.method, "detector_radius_mm": round(float(candidate.radius_mm), 2)},
+                extra={"detector": candidate.method, "detector_radius_mm": round(float(candidate.radius_mm), 2),
+                       **candidate.details},
                 mask=mask,
             )
         )

@@ -1,0 +1,350 @@
+"""``lunglesionai train detector``: the RetinaNet nodule detector trained on composite chest CTs.
+
+No full annotated chest CT is available offline, so the training set is made (:mod:`lunglesionai.composites`):
+real LIDC-IDRI nodules of the ``train`` split only, pasted into the lungs of (a) the real chest CT and (b)
+procedural phantoms (whose own nodules are truth too). Each composite is resampled to the detector's grid
+(:func:`lunglesionai.learned_detection.detection_grid`) with its nodules' boxes; MONAI's detection transforms then
+draw patches (2 around nodules, 1 anywhere, per case and draw: ``RandCropBoxByPosNegLabeld``), zoom, flip along the
+three axes, rotate by multiples of 90° in the axial plane, and jitter intensity. The network
+(:func:`lunglesionai.detector_net.build_detector`) learns with MONAI's ATSS matcher, hard-negative sampler,
+sigmoid focal loss and a smooth-L1 box loss; AdamW with a linear warm-up and a cosine schedule; fixed seeds.
+
+Training never sees ``val`` nodules: they are kept for the composite validation set
+(``lunglesionai make-composites --split val``) that ``evaluate detection`` scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from .composites import Composite, CompositeConfig, NoduleSource, build_composite_set
+from .detector_net import DetectorConfig, build_detector
+from .learned_detection import DETECTOR_FORMAT, WEIGHTS_FILE, detection_grid
+from .lungmask import segment_lungs
+from .model_store import save_model
+
+__all__ = ["DetectorTrainConfig", "TrainingCase", "case_from_composite", "training_cases", "luna16_cases",
+           "patch_transforms",
+           "train_detector", "add_train_detector_parser", "run_train_detector"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectorTrainConfig:
+    """Settings of :func:`train_detector`.
+
+    Args:
+        steps: optimiser steps.
+        batch_size: patches per step.
+        lr: peak AdamW learning rate (after ``warmup_steps``), cosine decay to 1 % of it.
+        weight_decay: AdamW weight decay.
+        n_real, n_phantom: composites on the real host CT and on phantoms.
+        nodules_per_case: LIDC train nodules pasted per composite.
+        juxta_pleural_fraction: share of pasted nodules placed on the pleura.
+        seed: seed of composites, sampling, augmentation and initialisation.
+        threads: torch CPU threads.
+        network: the detector's architecture and grid.
+    """
+
+    steps: int = 3000
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    n_real: int = 60
+    n_phantom: int = 60
+    nodules_per_case: int = 6
+    juxta_pleural_fraction: float = 0.2
+    seed: int = 0
+    threads: int = 2
+    network: DetectorConfig = field(default_factory=lambda: DetectorConfig(fpn_channels=16, patch_size=(64, 64, 64)))
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """One composite on the detector grid: ``image`` (1, X, Y, Z) float32 in [0, 1]; ``boxes`` (N, 6) xyzxyz grid
+    voxels; ``case_id``."""
+
+    case_id: str
+    image: np.ndarray
+    boxes: np.ndarray
+
+
+def case_from_composite(composite: Composite, spacing_mm: float) -> Optional[TrainingCase]:
+    """Resample a composite to the detector grid around its lungs and convert its truth boxes (``bbox_lps_mm``,
+    voxel-edge LPS boxes) to grid voxel units. Returns None when no lung is found."""
+    lung = segment_lungs(composite.volume)
+    grid = detection_grid(composite.volume, lung, spacing_mm)
+    if grid is None:
+        return None
+    boxes = []
+    for truth in composite.truth:
+        lo, hi = (grid.lps_to_index(np.asarray(corner, float)[None])[0] for corner in truth["bbox_lps_mm"])
+        boxes.append(np.concatenate([np.minimum(lo, hi), np.maximum(lo, hi)]))
+    return TrainingCase(composite.case_id, grid.image[None], np.asarray(boxes, np.float32).reshape(-1, 6))
+
+
+def luna16_cases(images_dir: str | os.PathLike, annotations_csv: str | os.PathLike, spacing_mm: float,
+                 seriesuids: list[str] | None = None) -> list[TrainingCase]:
+    """LUNA16-style scans (``subsetN/<seriesuid>.mhd`` or ``<seriesuid>.nii.gz`` …) with ``annotations.csv`` as
+    training cases: each nodule's box is the cube of its diameter around its centre (LPS mm, as LUNA16 gives).
+
+    Args:
+        images_dir: the images folder (:func:`lunglesionai.luna16.find_images`).
+        annotations_csv: ``seriesuid,coordX,coordY,coordZ,diameter_mm``.
+        spacing_mm: the detector grid.
+        seriesuids: scans to use (default: every annotated scan with an image; scans without nodules in the
+            annotations are skipped: they give no positive patches).
+
+    Raises:
+        FileNotFoundError: no image for a requested seriesuid.
+        lunglesionai.luna16.Luna16TableError: a malformed table.
+    """
+    from .io import load_volume
+    from .luna16 import find_images, read_annotations
+
+    annotations = read_annotations(annotations_csv)
+    wanted = seriesuids if seriesuids is not None else sorted(annotations)
+    images = find_images(images_dir, wanted)
+    missing = [uid for uid in wanted if uid not in images] if seriesuids is not None else []
+    if missing:
+        raise FileNotFoundError(f"{images_dir}: no image for {missing[:3]} ({len(missing)} missing)")
+    cases = []
+    for uid, path in images.items():
+        nodules = annotations.get(uid, np.zeros((0, 4)))
+        if len(nodules) == 0:
+            continue
+        volume = load_volume(path)
+        grid = detection_grid(volume, segment_lungs(volume), spacing_mm)
+        if grid is None:
+            logger.warning("%s: no lungs found; skipped", path)
+            continue
+        centres = grid.lps_to_index(nodules[:, :3])
+        half = (nodules[:, 3:4] / 2.0) / spacing_mm
+        cases.append(TrainingCase(uid, grid.image[None], np.hstack([centres - half, centres + half]).astype(np.float32)))
+    return cases
+
+
+def training_cases(lidc_dir: str | os.PathLike, real_ct: str | os.PathLike | None, config: DetectorTrainConfig,
+                   cache_dir: str | os.PathLike | None = None) -> list[TrainingCase]:
+    """All training composites on the detector grid (real host first, then phantoms), optionally cached as .npz.
+
+    Raises:
+        ValueError: ``n_real`` > 0 without ``real_ct``, or no case could be made.
+    """
+    if config.n_real and real_ct is None:
+        raise ValueError("n_real > 0 needs the real host CT (--real-ct)")
+    cache = Path(cache_dir) if cache_dir else None
+    key = f"{config.seed}-{config.nodules_per_case}-{config.juxta_pleural_fraction}-{config.network.spacing_mm}"
+    cases: list[TrainingCase] = []
+    source = NoduleSource(lidc_dir, "train")
+    for host, n in (("real", config.n_real), ("phantom", config.n_phantom)):
+        if n == 0:
+            continue
+        path = cache / f"detector-{host}-{n}-{key}.npz" if cache else None
+        if path is not None and path.is_file():
+            cases += _read_cases(path)
+            continue
+        paste = CompositeConfig(n_nodules=config.nodules_per_case, seed=config.seed + (0 if host == "real" else 1),
+                                split="train", juxta_pleural_fraction=config.juxta_pleural_fraction)
+        made = [c for c in (case_from_composite(comp, config.network.spacing_mm) for comp in
+                            build_composite_set(n, source, paste, host=host, real_ct_path=real_ct)) if c is not None]
+        if path is not None:
+            _write_cases(path, made)
+        cases += made
+    if not cases:
+        raise ValueError("no training composite could be made (no lungs found in the hosts)")
+    return cases
+
+
+def _write_cases(path: Path, cases: list[TrainingCase]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for n, c in enumerate(cases):
+        arrays[f"image_{n}"] = c.image.astype(np.float16)
+        arrays[f"boxes_{n}"] = c.boxes
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, ids=np.array([c.case_id for c in cases]), **arrays)
+    os.replace(tmp, path)
+
+
+def _read_cases(path: Path) -> list[TrainingCase]:
+    with np.load(path) as data:
+        return [TrainingCase(str(case_id), data[f"image_{n}"].astype(np.float32), data[f"boxes_{n}"])
+                for n, case_id in enumerate(data["ids"])]
+
+
+def patch_transforms(patch_size: tuple[int, int, int], samples_per_case: int = 3):
+    """MONAI detection transforms from a case dict ``{"image": (1, X, Y, Z), "box": (N, 6), "label": (N,)}`` to
+    ``samples_per_case`` augmented patches (a list of such dicts)."""
+    from monai.apps.detection.transforms.dictionary import (
+        ClipBoxToImaged,
+        RandCropBoxByPosNegLabeld,
+        RandFlipBoxd,
+        RandRotateBox90d,
+        RandZoomBoxd,
+    )
+    from monai.transforms import (
+        Compose,
+        EnsureTyped,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    keys = {"image_keys": "image", "box_keys": "box"}
+    return Compose([
+        EnsureTyped(keys=["image", "box"], dtype=torch.float32),
+        EnsureTyped(keys=["label"], dtype=torch.long),
+        RandCropBoxByPosNegLabeld(**keys, label_keys="label", spatial_size=patch_size, whole_box=True,
+                                  num_samples=samples_per_case, pos=2, neg=1),
+        RandZoomBoxd(**keys, box_ref_image_keys="image", prob=0.3, min_zoom=0.85, max_zoom=1.15, keep_size=True,
+                     padding_mode="constant"),
+        ClipBoxToImaged(box_keys="box", label_keys="label", box_ref_image_keys="image", remove_empty=True),
+        RandFlipBoxd(**keys, box_ref_image_keys="image", prob=0.5, spatial_axis=0),
+        RandFlipBoxd(**keys, box_ref_image_keys="image", prob=0.5, spatial_axis=1),
+        RandFlipBoxd(**keys, box_ref_image_keys="image", prob=0.5, spatial_axis=2),
+        RandRotateBox90d(**keys, box_ref_image_keys="image", prob=0.75, max_k=3, spatial_axes=(0, 1)),
+        RandScaleIntensityd(keys="image", factors=0.05, prob=0.3),
+        RandShiftIntensityd(keys="image", offsets=0.03, prob=0.3),
+        RandGaussianNoised(keys="image", std=0.01, prob=0.3),
+    ])
+
+
+def _patch_stream(cases: list[TrainingCase], transforms, rng: np.random.Generator) -> Iterator[dict]:
+    while True:
+        case = cases[int(rng.integers(len(cases)))]
+        item = {"image": case.image, "box": case.boxes, "label": np.zeros(len(case.boxes), np.int64)}
+        yield from transforms(item)
+
+
+def _learning_rate(step: int, config: DetectorTrainConfig) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    t = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@dataclass
+class DetectorTrainResult:
+    """What :func:`train_detector` did: ``out_dir``, ``sha256``, ``seconds``, ``final_loss`` (mean of the last
+    100 steps), ``n_cases``, ``n_boxes``."""
+
+    out_dir: Path
+    sha256: str
+    seconds: float
+    final_loss: float
+    n_cases: int
+    n_boxes: int
+
+
+def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config: DetectorTrainConfig,
+                   progress_every: int = 50) -> DetectorTrainResult:
+    """Train the detector on ``cases`` and write ``detector.pt`` + ``config.json`` (with the training config).
+
+    Reproducible: seeds torch, numpy and MONAI's transforms from ``config.seed`` (same CPU and thread count →
+    same weights).
+
+    Raises:
+        ValueError: no case, or ``steps`` < 1.
+    """
+    from monai.utils import set_determinism
+
+    if not cases or config.steps < 1:
+        raise ValueError(f"need cases and steps >= 1, got {len(cases)} cases, {config.steps} steps")
+    torch.set_num_threads(config.threads)
+    set_determinism(seed=config.seed)
+    rng = np.random.default_rng(config.seed)
+    transforms = patch_transforms(config.network.patch_size)
+    transforms.set_random_state(seed=config.seed)
+    detector = build_detector(config.network, training=True)
+    detector.train()
+    optimiser = torch.optim.AdamW(detector.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    stream = _patch_stream(cases, transforms, rng)
+    losses: list[float] = []
+    start = time.monotonic()
+    for step in range(config.steps):
+        batch = [next(stream) for _ in range(config.batch_size)]
+        for group in optimiser.param_groups:
+            group["lr"] = _learning_rate(step, config)
+        terms = detector([b["image"] for b in batch],
+                         [{"boxes": b["box"], "labels": b["label"]} for b in batch])
+        loss = terms["classification"] + terms["box_regression"]
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(detector.network.parameters(), 10.0)
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % progress_every == 0:
+            logger.info("step %d/%d loss %.4f (cls %.4f, box %.4f) %.0f s", step + 1, config.steps,
+                        np.mean(losses[-progress_every:]), float(terms["classification"].detach()),
+                        float(terms["box_regression"].detach()), time.monotonic() - start)
+    seconds = time.monotonic() - start
+    training = asdict(config)
+    training["network"] = config.network.to_dict()
+    sha = save_model(out_dir, detector.network.state_dict(), WEIGHTS_FILE, {
+        "format": DETECTOR_FORMAT,
+        "network": config.network.to_dict(),
+        "training": training,
+        "train_seconds": round(seconds, 1),
+        "data": "composites: LIDC-IDRI train-split nodules pasted into the real chest CT and phantom lungs",
+    })
+    return DetectorTrainResult(Path(out_dir), sha, seconds, float(np.mean(losses[-100:])), len(cases),
+                               int(sum(len(c.boxes) for c in cases)))
+
+
+def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``train detector`` on what ``add_subparsers()`` returned for ``lunglesionai train``."""
+    d = DetectorTrainConfig()
+    p = subparsers.add_parser("detector", help="train the RetinaNet nodule detector on composites (LIDC train "
+                              "nodules in real and phantom lungs)")
+    p.add_argument("--lidc", help="lidc_voi folder (only its train split is used) for composites")
+    p.add_argument("--real-ct", help="real chest CT used as a host (needed unless --n-real 0)")
+    p.add_argument("--luna16-images", help="also train on LUNA16 scans (subsetN/<seriesuid>.mhd) ...")
+    p.add_argument("--luna16-annotations", help="... with this annotations.csv")
+    p.add_argument("--luna16-seriesuids", help="... only the scans listed here (e.g. the training subsets)")
+    p.add_argument("--out", required=True, help="model folder to write (detector.pt, config.json)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default %(default)s)")
+    p.add_argument("--n-real", type=int, default=d.n_real, help="composites on the real CT (default %(default)s)")
+    p.add_argument("--n-phantom", type=int, default=d.n_phantom, help="composites on phantoms (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed (default %(default)s)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default %(default)s)")
+    p.add_argument("--cache-dir", help="keep the resampled composites here between runs")
+    p.set_defaults(func=run_train_detector)
+    return p
+
+
+def run_train_detector(args: argparse.Namespace) -> int:
+    """``lunglesionai train detector``: build the composites, train, write the model; prints a summary."""
+    config = DetectorTrainConfig(steps=args.steps, n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed,
+                                 threads=args.threads)
+    if not args.lidc and not args.luna16_images:
+        raise ValueError("train detector needs --lidc (composites) and/or --luna16-images with --luna16-annotations")
+    if bool(args.luna16_images) != bool(args.luna16_annotations):
+        raise ValueError("--luna16-images and --luna16-annotations go together")
+    start = time.monotonic()
+    cases = training_cases(args.lidc, args.real_ct, config, args.cache_dir) if args.lidc else []
+    if args.luna16_images:
+        from .luna16 import read_seriesuids
+
+        uids = read_seriesuids(args.luna16_seriesuids) if args.luna16_seriesuids else None
+        cases += luna16_cases(args.luna16_images, args.luna16_annotations, config.network.spacing_mm, uids)
+    logger.info("%d training composites in %.0f s", len(cases), time.monotonic() - start)
+    result = train_detector(cases, args.out, config)
+    summary = {"out": str(result.out_dir), "sha256": result.sha256, "train_seconds": round(result.seconds, 1),
+               "data_seconds": round(time.monotonic() - start - result.seconds, 1), "final_loss": result.final_loss,
+               "cases": result.n_cases, "boxes": result.n_boxes}
+    print(json.dumps(summary, indent=1))
+    return 0

@@ -1,0 +1,216 @@
+"""``lunglesionai train fpr``: the false-positive-reduction classifier trained on the detector's own candidates.
+
+Data: the detector's training composites (:func:`lunglesionai.detector_training.training_cases`, LIDC ``train``
+nodules only, in the real chest CT and in phantoms). The trained detector runs on each; a candidate whose centre
+lies inside a truth box (grown by 1 voxel) is a positive, every other candidate is a hard negative (vessel ends
+and bifurcations, pleura, airway walls, the heart border: whatever the detector fires on), and each truth box's
+centre adds one more positive. Crops (:func:`lunglesionai.fpr.grid_crops`) are augmented by flips along the three
+axes, axial 90° rotations and ±1 voxel shifts; batches are drawn half positive, half negative. BCE loss, AdamW,
+cosine schedule, fixed seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .fpr import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
+from .model_store import save_model
+
+__all__ = ["FprTrainConfig", "mine_candidates", "train_fpr", "add_train_fpr_parser", "run_train_fpr"]
+
+logger = logging.getLogger(__name__)
+
+RANDOM_NEGATIVES = 20
+"""Random lung-density negatives added per training case (easy negatives beside the mined hard ones)."""
+LUNG_WINDOW = (50.0 / 1400.0, 500.0 / 1400.0)
+"""Windowed intensity range of "lung-like" voxels (-950 to -500 HU under the detector's [-1000, 400] window)."""
+
+
+@dataclass(frozen=True)
+class FprTrainConfig:
+    """Settings of :func:`train_fpr`: optimiser ``steps``, ``batch_size`` (half positives), peak ``lr``,
+    ``weight_decay``, ``seed``, ``threads`` and the ``network``."""
+
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 2
+    network: FprConfig = field(default_factory=FprConfig)
+
+
+def candidate_labels(centres_xyz: np.ndarray, truth_boxes: np.ndarray, grow: float = 1.0) -> np.ndarray:
+    """1 where a candidate centre lies inside a truth box grown by ``grow`` voxels on every side, else 0.
+
+    Args:
+        centres_xyz: (N, 3) grid voxel coordinates.
+        truth_boxes: (M, 6) xyzxyz grid voxel boxes.
+
+    Returns:
+        (N,) int64.
+    """
+    c = np.asarray(centres_xyz, float).reshape(-1, 1, 3)
+    b = np.asarray(truth_boxes, float).reshape(1, -1, 6)
+    if b.shape[1] == 0:
+        return np.zeros(len(c), np.int64)
+    inside = np.all((c >= b[..., :3] - grow) & (c <= b[..., 3:] + grow), axis=2)
+    return inside.any(axis=1).astype(np.int64)
+
+
+def mine_candidates(detector, cases, crop_size: int, n_random: int = RANDOM_NEGATIVES,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Run the detector on every training case; crops (with a 2-voxel margin for shift augmentation) and labels.
+
+    Besides the detector's candidates and the truth centres, ``n_random`` random voxels of lung-like density
+    (:data:`LUNG_WINDOW`, outside the truth boxes) per case are added as easy negatives.
+
+    Args:
+        detector: :class:`lunglesionai.learned_detection.LearnedDetector`.
+        cases: :class:`lunglesionai.detector_training.TrainingCase` list.
+        crop_size: the classifier's crop side.
+        n_random: random lung negatives per case.
+        seed: seed of the random negatives.
+
+    Returns:
+        (crops (N, S+2, S+2, S+2) float16, labels (N,) int64).
+    """
+    from .learned_detection import DetectionGrid
+
+    rng = np.random.default_rng(seed)
+    crops, labels = [], []
+    for case in cases:
+        grid = DetectionGrid(case.image[0], np.zeros(3), 1.0)
+        boxes, _ = detector.predict_grid(grid)
+        centres = 0.5 * (boxes[:, :3] + boxes[:, 3:]) if len(boxes) else np.zeros((0, 3))
+        truth_centres = 0.5 * (case.boxes[:, :3] + case.boxes[:, 3:])
+        lung_like = np.argwhere((case.image[0] >= LUNG_WINDOW[0]) & (case.image[0] <= LUNG_WINDOW[1]))
+        random_centres = lung_like[rng.choice(len(lung_like), min(n_random, len(lung_like)), replace=False)]
+        random_centres = random_centres[candidate_labels(random_centres, case.boxes, grow=3.0) == 0]
+        all_centres = np.concatenate([centres, truth_centres, random_centres])
+        y = np.concatenate([candidate_labels(centres, case.boxes), np.ones(len(truth_centres), np.int64),
+                            np.zeros(len(random_centres), np.int64)])
+        crops.append(grid_crops(case.image[0], all_centres, crop_size + 2).astype(np.float16))
+        labels.append(y)
+    return np.concatenate(crops), np.concatenate(labels)
+
+
+def _augment(crops: np.ndarray, rng: np.random.Generator, size: int) -> torch.Tensor:
+    out = np.empty((len(crops), size, size, size), np.float32)
+    for n, crop in enumerate(crops):
+        o = rng.integers(0, 3, size=3)
+        c = crop[o[0]:o[0] + size, o[1]:o[1] + size, o[2]:o[2] + size].astype(np.float32)
+        for axis in range(3):
+            if rng.random() < 0.5:
+                c = np.flip(c, axis)
+        out[n] = np.rot90(c, k=int(rng.integers(4)), axes=(0, 1))
+    return torch.from_numpy(out)[:, None]
+
+
+@dataclass
+class FprTrainResult:
+    """``out_dir``, ``sha256``, ``seconds``, ``n_positive``, ``n_negative`` (mined rows), ``final_loss``."""
+
+    out_dir: str
+    sha256: str
+    seconds: float
+    n_positive: int
+    n_negative: int
+    final_loss: float
+
+
+def train_fpr(crops: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike, config: FprTrainConfig,
+              extra: dict | None = None) -> FprTrainResult:
+    """Train :class:`lunglesionai.fpr.FprNet` on mined crops and write ``fpr.pt`` + ``config.json``.
+
+    Raises:
+        ValueError: a class is missing.
+    """
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"need positive and negative crops, got {len(pos)} and {len(neg)}")
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    net = FprNet(config.network)
+    net.train()
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    half = config.batch_size // 2
+    size = config.network.crop_size
+    losses = []
+    start = time.monotonic()
+    for step in range(config.steps):
+        for group in optimiser.param_groups:
+            group["lr"] = config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+        rows = np.concatenate([rng.choice(pos, half), rng.choice(neg, config.batch_size - half)])
+        x = _augment(crops[rows], rng, size)
+        y = torch.from_numpy(labels[rows].astype(np.float32))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 100 == 0:
+            logger.info("fpr step %d/%d loss %.4f", step + 1, config.steps, np.mean(losses[-100:]))
+    seconds = time.monotonic() - start
+    training = asdict(config)
+    training["network"] = config.network.to_dict()
+    sha = save_model(out_dir, net.state_dict(), WEIGHTS_FILE, {
+        "format": FPR_FORMAT, "network": config.network.to_dict(), "training": training,
+        "train_seconds": round(seconds, 1), "mined": {"positive": int(len(pos)), "negative": int(len(neg))},
+        **(extra or {}),
+    })
+    return FprTrainResult(str(out_dir), sha, seconds, int(len(pos)), int(len(neg)), float(np.mean(losses[-100:])))
+
+
+def add_train_fpr_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``train fpr`` on what ``add_subparsers()`` returned for ``lunglesionai train``."""
+    from .detector_training import DetectorTrainConfig
+
+    d, t = FprTrainConfig(), DetectorTrainConfig()
+    p = subparsers.add_parser("fpr", help="train the false-positive-reduction classifier on the detector's "
+                              "candidates in training composites")
+    p.add_argument("--detector", required=True, help="trained detector folder (its candidates are mined)")
+    p.add_argument("--lidc", required=True, help="lidc_voi folder (only its train split is used)")
+    p.add_argument("--real-ct", help="real chest CT used as a host (needed unless --n-real 0)")
+    p.add_argument("--out", required=True, help="model folder to write (fpr.pt, config.json)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default %(default)s)")
+    p.add_argument("--n-real", type=int, default=t.n_real, help="composites on the real CT (default %(default)s)")
+    p.add_argument("--n-phantom", type=int, default=t.n_phantom, help="composites on phantoms (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the composites and training (default 0)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default %(default)s)")
+    p.add_argument("--cache-dir", help="resampled composites cached by `train detector --cache-dir`")
+    p.set_defaults(func=run_train_fpr)
+    return p
+
+
+def run_train_fpr(args: argparse.Namespace) -> int:
+    """``lunglesionai train fpr``: mine the detector's candidates on the training composites, train, write."""
+    from .detector_training import DetectorTrainConfig, training_cases
+    from .learned_detection import LearnedDetector
+
+    torch.set_num_threads(args.threads)
+    start = time.monotonic()
+    detector = LearnedDetector.load(args.detector)
+    composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed,
+                                     network=detector.config)
+    cases = training_cases(args.lidc, args.real_ct, composites, args.cache_dir)
+    config = FprTrainConfig(steps=args.steps, seed=args.seed, threads=args.threads)
+    crops, labels = mine_candidates(detector, cases, config.network.crop_size)
+    logger.info("mined %d positive / %d negative crops from %d cases in %.0f s", int(labels.sum()),
+                int((labels == 0).sum()), len(cases), time.monotonic() - start)
+    result = train_fpr(crops, labels, args.out, config,
+                       extra={"detector_sha256": detector.sha256,
+                              "data": "candidates of the detector on composites of LIDC-IDRI train-split nodules "
+                                      "in the real chest CT and phantom lungs"})
+    print(json.dumps(asdict(result), indent=1))
+    return 0

@@ -1,0 +1,78 @@
+"""Tests of the false-positive-reduction classifier: crops, labels, a tiny training run, the model folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from lunglesionai.fpr import FalsePositiveReducer, FprConfig, FprNet, grid_crops
+from lunglesionai.fpr_training import FprTrainConfig, candidate_labels, train_fpr
+from lunglesionai.model_store import ModelFileError
+
+
+def test_grid_crops_are_centred_and_padded_with_air():
+    image = np.arange(10 * 12 * 14, dtype=np.float32).reshape(10, 12, 14)
+    crops = grid_crops(image, np.array([[5.2, 6.0, 6.8], [0.0, 0.0, 0.0]]), 4)
+    assert crops.shape == (2, 4, 4, 4)
+    np.testing.assert_array_equal(crops[0], image[3:7, 4:8, 5:9])  # centre (5, 6, 7) at index 2 of 4
+    assert np.all(crops[1][:2] == 0) and crops[1][2, 2, 2] == image[0, 0, 0]
+    far = grid_crops(image, np.array([[100.0, -50.0, 7.0]]), 4)  # far outside: clipped, still a valid crop
+    assert far.shape == (1, 4, 4, 4)
+
+
+def test_candidate_labels_use_grown_truth_boxes():
+    boxes = np.array([[10, 10, 10, 14, 14, 14]], float)
+    centres = np.array([[12, 12, 12], [14.9, 12, 12], [16, 12, 12], [30, 30, 30]], float)
+    np.testing.assert_array_equal(candidate_labels(centres, boxes), [1, 1, 0, 0])
+    np.testing.assert_array_equal(candidate_labels(centres, np.zeros((0, 6))), [0, 0, 0, 0])
+
+
+def test_network_shape_and_config():
+    net = FprNet(FprConfig(crop_size=16, channels=(4, 8, 8)))
+    assert net(torch.rand(3, 1, 16, 16, 16)).shape == (3,)
+    with pytest.raises(ValueError, match="crop_size"):
+        FprConfig(crop_size=18)
+
+
+def _crops(n: int, kind: str, rng: np.random.Generator, size: int = 18) -> np.ndarray:
+    """Balls (nodule-like) or straight tubes (vessel-like) through the centre, in noise."""
+    g = np.stack(np.meshgrid(*[np.arange(size) - size / 2 + 0.5] * 3, indexing="ij"), -1)
+    out = rng.normal(0.1, 0.03, (n, size, size, size)).astype(np.float32)
+    for k in range(n):
+        r = rng.uniform(2.0, 3.5)
+        if kind == "ball":
+            inside = np.linalg.norm(g, axis=-1) <= r
+        else:
+            axis = rng.normal(size=3)
+            axis /= np.linalg.norm(axis)
+            inside = np.linalg.norm(g - (g @ axis)[..., None] * axis, axis=-1) <= r * 0.6
+        out[k][inside] = 0.75
+    return out
+
+
+def test_tiny_training_run_separates_balls_from_tubes(tmp_path):
+    rng = np.random.default_rng(0)
+    crops = np.concatenate([_crops(40, "ball", rng), _crops(80, "tube", rng)])
+    labels = np.array([1] * 40 + [0] * 80)
+    config = FprTrainConfig(steps=60, batch_size=16, threads=1, network=FprConfig(crop_size=16, channels=(4, 8, 8)))
+    result = train_fpr(crops, labels, tmp_path / "fpr", config, extra={"operating_point": {"min_score": 0.4}})
+    assert (result.n_positive, result.n_negative) == (40, 80)
+    reducer = FalsePositiveReducer.load(tmp_path / "fpr")
+    assert reducer.default_min_score == 0.4
+    assert json.loads((tmp_path / "fpr" / "config.json").read_text())["mined"] == {"positive": 40, "negative": 80}
+    test_rng = np.random.default_rng(1)
+    image = np.zeros((40, 20, 20), np.float32) + 0.1
+    image[0:18, 1:19, 1:19] = _crops(1, "ball", test_rng)[0]
+    image[20:38, 1:19, 1:19] = _crops(1, "tube", test_rng)[0]
+    p_ball, p_tube = reducer.probabilities(image, np.array([[9.0, 10.0, 10.0], [29.0, 10.0, 10.0]]))
+    assert p_ball > p_tube, (p_ball, p_tube)
+    assert reducer.probabilities(image, np.zeros((0, 3))).shape == (0,)
+
+
+def test_training_needs_both_classes_and_loading_checks_the_folder(tmp_path):
+    with pytest.raises(ValueError, match="positive and negative"):
+        train_fpr(np.zeros((4, 18, 18, 18), np.float32), np.ones(4, int), tmp_path / "x", FprTrainConfig(steps=1))
+    with pytest.raises(ModelFileError, match="train fpr"):
+        FalsePositiveReducer.load(tmp_path / "none")
