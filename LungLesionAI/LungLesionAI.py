@@ -47,11 +47,13 @@ REQUIREMENTS_PATH = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
 #: Compute devices offered in the GUI: "auto" uses a CUDA GPU when there is one; classical stages run on the CPU.
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_LABELS = ("Auto (GPU when available)", "CPU", "GPU (CUDA)")
-#: Stages a run can include. Detection is required; "lesions" (universal lesion detection) has no model yet.
+#: Stages a run can include. Detection is required; "lesions" is universal lesion detection (reported "not run" when
+#: no ULD model is installed).
 STAGES = ("detection", "fp_reduction", "segmentation", "grading", "lesions")
-DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading")
-#: Default operating point: keep every candidate (the most sensitive setting; see README for the trade-off).
-DEFAULT_MIN_SCORE = 0.0
+DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading", "lesions")
+#: Default operating point: the FP-reduction model's (models/fpr/config.json "operating_point", chosen on the
+#: composite validation set: at most 1 false positive per scan); 0 keeps every candidate. See README.
+DEFAULT_MIN_SCORE = 0.5
 #: Minimum torch version (installed through the PyTorch extension, not pip).
 TORCH_REQUIREMENT = ">=2.2"
 STAGE_TITLES = {
@@ -224,10 +226,10 @@ class LungLesionAIParameterNode:
     runFpReduction: discard false-positive candidates.
     runSegmentation: show each finding's 3D outline as a segment (otherwise points only).
     runGrading: malignancy probability, texture and invasiveness surrogate.
-    runLesions: universal lesion detection (not available yet).
+    runLesions: universal lesion detection: other lesions anywhere in the scan, as ROI boxes.
     device: "auto", "cpu" or "cuda" for the deep-learning stages.
-    minScore: operating point, the lowest detection score kept: 0 (default) keeps every candidate (most sensitive,
-        most false positives); higher values trade sensitivity for fewer false positives.
+    minScore: operating point, the lowest finding score kept: 0.5 (default) is the FP-reduction model's documented
+        operating point; 0 keeps every candidate (most sensitive, most false positives).
     resultTable: the findings table shown in the panel.
     """
 
@@ -236,7 +238,7 @@ class LungLesionAIParameterNode:
     runFpReduction: bool = True
     runSegmentation: bool = True
     runGrading: bool = True
-    runLesions: bool = False
+    runLesions: bool = True
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     minScore: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_MIN_SCORE
     resultTable: vtkMRMLTableNode
@@ -544,8 +546,6 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             return _("Unknown stages: {names}; choose from {all}").format(names=sorted(unknown), all=list(STAGES))
         if "detection" not in stages:
             return _("Switch on nodule detection: every later stage starts from it")
-        if "lesions" in stages:
-            return _("Universal lesion detection is not available in this version")
         return ""
 
     def startAnalysis(self, inputVolumeNode, stages: Iterable = DEFAULT_STAGES, device: str = "auto",
@@ -589,9 +589,10 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
                 inputPath,
                 outputDir,
                 python=self.pythonExecutable(),
-                min_score=float(minScore) if minScore else None,
+                min_score=float(minScore),
                 fp_reduction="fp_reduction" in stages,
                 grading="grading" in stages,
+                lesions="lesions" in stages,
                 device=device,
             )
         except BaseException:
@@ -649,7 +650,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             inputVolumeNode: vtkMRMLScalarVolumeNode in HU.
             stages: names from :data:`STAGES` ("detection" required; default: all nodule stages).
             device: "auto", "cpu" or "cuda".
-            minScore: operating point in [0, 1]; 0 (default) keeps every candidate.
+            minScore: operating point in [0, 1] (default 0.5, see :data:`DEFAULT_MIN_SCORE`; 0 keeps every candidate).
             progressCallback: ``callback(stage, fraction)`` while it runs.
             timeoutSeconds: cancel and raise TimeoutError after this long.
 

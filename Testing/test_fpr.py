@@ -76,3 +76,38 @@ def test_training_needs_both_classes_and_loading_checks_the_folder(tmp_path):
         train_fpr(np.zeros((4, 18, 18, 18), np.float32), np.ones(4, int), tmp_path / "x", FprTrainConfig(steps=1))
     with pytest.raises(ModelFileError, match="train fpr"):
         FalsePositiveReducer.load(tmp_path / "none")
+
+
+def test_mining_labels_proposals_truth_and_random_negatives():
+    from lunglesionai.detector_training import TrainingCase
+    from lunglesionai.fpr_training import mine_candidates
+
+    rng = np.random.default_rng(3)
+    image = np.full((40, 40, 40), 0.1, np.float32)
+    image[8:26, 8:26, 8:26] = _crops(1, "ball", rng)[0]
+    boxes = np.array([[13.0, 13.0, 13.0, 21.0, 21.0, 21.0]], np.float32)  # the ball, centred at (17, 17, 17)
+    case = TrainingCase("c", image[None], boxes)
+    proposals = np.array([[17.0, 17.0, 17.0], [33.0, 33.0, 33.0]])
+    crops, labels = mine_candidates(lambda c: proposals, [case], crop_size=8, n_random=5, seed=0)
+    assert crops.shape[1:] == (10, 10, 10) and crops.dtype == np.float16
+    assert labels[:3].tolist() == [1, 0, 1]  # proposal on the ball, proposal elsewhere, the truth centre
+    assert len(labels) <= 3 + 5 and labels[3:].sum() == 0  # random lung-density voxels are negatives
+    assert crops[0][5, 5, 5] > 0.5 and crops[1][5, 5, 5] < 0.2
+
+
+def test_classical_proposer_finds_phantom_nodules():
+    from lunglesionai.detector_training import TrainingCase
+    from lunglesionai.fpr_training import candidate_labels, classical_proposer
+    from lunglesionai.learned_detection import detection_grid
+    from lunglesionai.synth import PhantomConfig, make_phantom
+
+    phantom = make_phantom(PhantomConfig.small())
+    grid = detection_grid(phantom.volume, phantom.lung_mask, 1.5)
+    truth = [t for t in phantom.truth_table() if t["diameter_mm"] >= 6]
+    centres = grid.lps_to_index(np.array([t["center_lps_mm"] for t in truth]))
+    half = np.array([t["diameter_mm"] for t in truth])[:, None] / 2 / 1.5
+    case = TrainingCase("p", grid.image[None], np.hstack([centres - half, centres + half]).astype(np.float32))
+    proposals = classical_proposer(1.5)(case)
+    assert proposals.shape[1] == 3 and len(proposals) > len(truth)
+    hits = candidate_labels(proposals, case.boxes)
+    assert hits.sum() >= len(truth) // 2, (hits.sum(), len(truth))

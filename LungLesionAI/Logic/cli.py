@@ -33,7 +33,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: output folder exists (use --overwrite to replace it)")
     config = PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr,
-                            grade=not args.no_grading, device=args.device)
+                            grade=not args.no_grading, device=args.device, uld=not args.no_uld)
     volume = load_volume(args.input, series_uid=args.series_uid)
     bar, update = progress_reporter(args.progress)
     with bar:
@@ -91,6 +91,9 @@ def _print_findings(report) -> None:
     for f in nodules:
         x, y, z = f.center_lps_mm
         print(f"  {f.id}: LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm, {f.summary()}")
+    lesions = report.lesions()
+    if lesions:
+        print(f"{len(lesions)} other lesion finding(s) (universal lesion detection)")
 
 
 def _add_progress_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,9 +112,9 @@ def _add_progress_arguments(parser: argparse.ArgumentParser) -> None:
 def add_detection_arguments(parser: argparse.ArgumentParser, min_score_default: Optional[float] = None) -> None:
     """``--detector``, ``--no-fpr``, ``--device`` and ``--min-score`` (shared by ``analyze`` and
     ``evaluate detection``)."""
-    parser.add_argument("--detector", default="learned", choices=["learned", "classical"],
-                        help="nodule detector: learned RetinaNet + FP reduction (default) or the classical "
-                        "blob detector (baseline)")
+    parser.add_argument("--detector", default="classical", choices=["classical", "learned"],
+                        help="nodule candidate detector: the classical blob detector (default) or the learned "
+                        "RetinaNet (needs a trained models/detector); the FP-reduction classifier re-scores either")
     parser.add_argument("--no-fpr", action="store_true", help="skip the false-positive reduction classifier")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the learned detector runs (default auto: CUDA when available)")
@@ -130,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .fpr_training import add_train_fpr_parser
     from .grader_training import add_train_grader_parser
     from .lidc_evaluation import add_evaluate_lidc_parser
+    from .uld_evaluation import add_evaluate_uld_parser
+    from .uld_training import add_train_uld_parser
 
     parser = argparse.ArgumentParser(prog="lunglesionai", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lunglesionai {__version__}")
@@ -142,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series-uid", help="SeriesInstanceUID to use when the DICOM folder holds several series")
     add_detection_arguments(p)
     p.add_argument("--no-grading", action="store_true", help="skip the DenseSharp grader (classical masks only)")
+    p.add_argument("--no-uld", action="store_true", help="skip universal lesion detection (lesions anywhere)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_progress_arguments(p)
     p.set_defaults(func=run_analyze)
@@ -173,11 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_evaluate_phantom)
     add_evaluate_detection_parser(evaluate)
     add_evaluate_lidc_parser(evaluate)
+    add_evaluate_uld_parser(evaluate)
 
     train = sub.add_parser("train", help="train a model").add_subparsers(dest="model", required=True)
     add_train_grader_parser(train)
     add_train_detector_parser(train)
     add_train_fpr_parser(train)
+    add_train_uld_parser(train)
     add_make_composites_parser(sub)
     return parser
 
@@ -185,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``lunglesionai`` console script; returns the exit status."""
     from .io import CTInputError
+    from .model_store import ModelFileError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -192,6 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     try:
         return args.func(args)
-    except (CTInputError, FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
+    except (CTInputError, ModelFileError, FileExistsError, FileNotFoundError, NotADirectoryError,
+            ValueError) as error:
         print(f"lunglesionai: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -35,7 +35,7 @@ from .lungmask import segment_lungs
 from .model_store import save_model
 
 __all__ = ["DetectorTrainConfig", "TrainingCase", "case_from_composite", "training_cases", "luna16_cases",
-           "patch_transforms",
+           "patch_transforms", "add_composite_arguments",
            "train_detector", "add_train_detector_parser", "run_train_detector"]
 
 logger = logging.getLogger(__name__)
@@ -310,20 +310,29 @@ def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> argpars
     d = DetectorTrainConfig()
     p = subparsers.add_parser("detector", help="train the RetinaNet nodule detector on composites (LIDC train "
                               "nodules in real and phantom lungs)")
-    p.add_argument("--lidc", help="lidc_voi folder (only its train split is used) for composites")
-    p.add_argument("--real-ct", help="real chest CT used as a host (needed unless --n-real 0)")
+    add_composite_arguments(p, lidc_required=False)
     p.add_argument("--luna16-images", help="also train on LUNA16 scans (subsetN/<seriesuid>.mhd) ...")
     p.add_argument("--luna16-annotations", help="... with this annotations.csv")
     p.add_argument("--luna16-seriesuids", help="... only the scans listed here (e.g. the training subsets)")
     p.add_argument("--out", required=True, help="model folder to write (detector.pt, config.json)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default %(default)s)")
-    p.add_argument("--n-real", type=int, default=d.n_real, help="composites on the real CT (default %(default)s)")
-    p.add_argument("--n-phantom", type=int, default=d.n_phantom, help="composites on phantoms (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed (default %(default)s)")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default %(default)s)")
-    p.add_argument("--cache-dir", help="keep the resampled composites here between runs")
     p.set_defaults(func=run_train_detector)
     return p
+
+
+def add_composite_arguments(parser: argparse.ArgumentParser, lidc_required: bool) -> None:
+    """The training-composite options shared by ``train detector`` and ``train fpr``: ``--lidc``, ``--real-ct``,
+    ``--n-real``, ``--n-phantom``, ``--seed``, ``--threads``, ``--cache-dir``."""
+    d = DetectorTrainConfig()
+    parser.add_argument("--lidc", required=lidc_required, help="lidc_voi folder (only its train split is used)")
+    parser.add_argument("--real-ct", help="real chest CT used as a host (needed unless --n-real 0)")
+    parser.add_argument("--n-real", type=int, default=d.n_real, help="composites on the real CT (default %(default)s)")
+    parser.add_argument("--n-phantom", type=int, default=d.n_phantom,
+                        help="composites on phantoms (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default %(default)s)")
+    parser.add_argument("--cache-dir", help="keep the resampled composites here between runs (shared by train "
+                        "detector and train fpr)")
 
 
 def run_train_detector(args: argparse.Namespace) -> int:

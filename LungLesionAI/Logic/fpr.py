@@ -25,6 +25,8 @@ __all__ = ["FPR_FORMAT", "FprConfig", "FprNet", "grid_crops", "FalsePositiveRedu
 
 FPR_FORMAT = "lunglesionai-fpr/1"
 WEIGHTS_FILE = "fpr.pt"
+DEFAULT_GRID_SPACING_MM = 1.5
+"""Grid spacing assumed when a model's config.json names none (the detector grid's default)."""
 FALLBACK_MIN_SCORE = 0.5
 """Operating point on the combined score when the model's config.json names none."""
 
@@ -40,7 +42,7 @@ class FprConfig:
     """
 
     crop_size: int = 24
-    channels: tuple[int, int, int] = (16, 32, 64)
+    channels: tuple[int, int, int] = (8, 16, 32)
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
@@ -123,7 +125,7 @@ class FalsePositiveReducer:
             lunglesionai.model_store.ModelFileError: missing, wrong format, checksum or network mismatch.
         """
         folder = model_dir("fpr") if folder is None else folder
-        config, state, sha = load_model(folder, FPR_FORMAT, "lunglesionai train fpr --detector DIR --out DIR",
+        config, state, sha = load_model(folder, FPR_FORMAT, "lunglesionai train fpr --lidc DIR --out DIR",
                                         verify_sha256=verify_sha256)
         try:
             net = FprNet(FprConfig.from_dict(config["network"]))
@@ -135,6 +137,11 @@ class FalsePositiveReducer:
     def model_info(self) -> dict[str, str]:
         """``{"name", "version", "sha256"}`` for ``Report.models``."""
         return {"name": "fpr-classifier", "version": FPR_FORMAT, "sha256": self.sha256}
+
+    @property
+    def grid_spacing_mm(self) -> float:
+        """Spacing of the isotropic grid the classifier was trained on (``config.json``'s ``grid_spacing_mm``)."""
+        return float(self.info.get("grid_spacing_mm", DEFAULT_GRID_SPACING_MM))
 
     @property
     def default_min_score(self) -> float:

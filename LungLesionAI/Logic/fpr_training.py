@@ -18,12 +18,16 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from .fpr import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
 from .model_store import save_model
+
+if TYPE_CHECKING:
+    from .detector_training import TrainingCase
 
 __all__ = ["FprTrainConfig", "mine_candidates", "train_fpr", "add_train_fpr_parser", "run_train_fpr"]
 
@@ -40,7 +44,7 @@ class FprTrainConfig:
     """Settings of :func:`train_fpr`: optimiser ``steps``, ``batch_size`` (half positives), peak ``lr``,
     ``weight_decay``, ``seed``, ``threads`` and the ``network``."""
 
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -67,15 +71,46 @@ def candidate_labels(centres_xyz: np.ndarray, truth_boxes: np.ndarray, grow: flo
     return inside.any(axis=1).astype(np.int64)
 
 
-def mine_candidates(detector, cases, crop_size: int, n_random: int = RANDOM_NEGATIVES,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Run the detector on every training case; crops (with a 2-voxel margin for shift augmentation) and labels.
+def learned_proposer(detector) -> Callable[[TrainingCase], np.ndarray]:
+    """Candidate centres (N, 3) in grid voxels from the learned detector on a case's grid."""
+    from .learned_detection import DetectionGrid
 
-    Besides the detector's candidates and the truth centres, ``n_random`` random voxels of lung-like density
+    def propose(case) -> np.ndarray:
+        boxes, _ = detector.predict_grid(DetectionGrid(case.image[0], np.zeros(3), 1.0))
+        return 0.5 * (boxes[:, :3] + boxes[:, 3:]) if len(boxes) else np.zeros((0, 3))
+
+    return propose
+
+
+def classical_proposer(spacing_mm: float) -> Callable[[TrainingCase], np.ndarray]:
+    """Candidate centres (N, 3) in grid voxels from the classical blob detector, run on the case's grid as a CT
+    (HU restored from the window, isotropic ``spacing_mm``) with its own lung mask."""
+    from .detection import detect_candidates
+    from .detector_net import HU_WINDOW
+    from .lungmask import segment_lungs
+    from .volume import Volume
+
+    low, high = HU_WINDOW
+
+    def propose(case) -> np.ndarray:
+        hu = (case.image[0].transpose(2, 1, 0) * (high - low) + low).astype(np.float32)
+        volume = Volume(hu, (spacing_mm,) * 3, (0.0, 0.0, 0.0))
+        candidates = detect_candidates(volume, segment_lungs(volume))
+        return np.array([c.center_kji[::-1] for c in candidates], float).reshape(-1, 3)
+
+    return propose
+
+
+def mine_candidates(propose: Callable[[TrainingCase], np.ndarray], cases, crop_size: int,
+                    n_random: int = RANDOM_NEGATIVES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Propose candidates on every training case; crops (with a 2-voxel margin for shift augmentation) and labels.
+
+    Besides the proposed candidates and the truth centres, ``n_random`` random voxels of lung-like density
     (:data:`LUNG_WINDOW`, outside the truth boxes) per case are added as easy negatives.
 
     Args:
-        detector: :class:`lunglesionai.learned_detection.LearnedDetector`.
+        propose: case -> (N, 3) candidate centres in grid voxels (:func:`learned_proposer`,
+            :func:`classical_proposer`).
         cases: :class:`lunglesionai.detector_training.TrainingCase` list.
         crop_size: the classifier's crop side.
         n_random: random lung negatives per case.
@@ -84,14 +119,10 @@ def mine_candidates(detector, cases, crop_size: int, n_random: int = RANDOM_NEGA
     Returns:
         (crops (N, S+2, S+2, S+2) float16, labels (N,) int64).
     """
-    from .learned_detection import DetectionGrid
-
     rng = np.random.default_rng(seed)
     crops, labels = [], []
     for case in cases:
-        grid = DetectionGrid(case.image[0], np.zeros(3), 1.0)
-        boxes, _ = detector.predict_grid(grid)
-        centres = 0.5 * (boxes[:, :3] + boxes[:, 3:]) if len(boxes) else np.zeros((0, 3))
+        centres = propose(case)
         truth_centres = 0.5 * (case.boxes[:, :3] + case.boxes[:, 3:])
         lung_like = np.argwhere((case.image[0] >= LUNG_WINDOW[0]) & (case.image[0] <= LUNG_WINDOW[1]))
         random_centres = lung_like[rng.choice(len(lung_like), min(n_random, len(lung_like)), replace=False)]
@@ -174,21 +205,16 @@ def train_fpr(crops: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike,
 
 def add_train_fpr_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``train fpr`` on what ``add_subparsers()`` returned for ``lunglesionai train``."""
-    from .detector_training import DetectorTrainConfig
+    from .detector_training import add_composite_arguments
 
-    d, t = FprTrainConfig(), DetectorTrainConfig()
     p = subparsers.add_parser("fpr", help="train the false-positive-reduction classifier on the detector's "
                               "candidates in training composites")
-    p.add_argument("--detector", required=True, help="trained detector folder (its candidates are mined)")
-    p.add_argument("--lidc", required=True, help="lidc_voi folder (only its train split is used)")
-    p.add_argument("--real-ct", help="real chest CT used as a host (needed unless --n-real 0)")
+    p.add_argument("--candidates", choices=["classical", "learned"], default="classical",
+                   help="detector whose candidates are mined (default %(default)s)")
+    p.add_argument("--detector", help="trained detector folder (with --candidates learned)")
+    add_composite_arguments(p, lidc_required=True)
     p.add_argument("--out", required=True, help="model folder to write (fpr.pt, config.json)")
-    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default %(default)s)")
-    p.add_argument("--n-real", type=int, default=t.n_real, help="composites on the real CT (default %(default)s)")
-    p.add_argument("--n-phantom", type=int, default=t.n_phantom, help="composites on phantoms (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the composites and training (default 0)")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default %(default)s)")
-    p.add_argument("--cache-dir", help="resampled composites cached by `train detector --cache-dir`")
+    p.add_argument("--steps", type=int, default=FprTrainConfig.steps, help="optimiser steps (default %(default)s)")
     p.set_defaults(func=run_train_fpr)
     return p
 
@@ -200,17 +226,25 @@ def run_train_fpr(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     start = time.monotonic()
-    detector = LearnedDetector.load(args.detector)
-    composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed,
-                                     network=detector.config)
+    composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed)
+    if args.candidates == "learned":
+        if not args.detector:
+            raise ValueError("--candidates learned needs --detector DIR")
+        detector = LearnedDetector.load(args.detector)
+        composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed,
+                                         network=detector.config)
+        propose, source = learned_proposer(detector), {"candidates": "learned", "detector_sha256": detector.sha256}
+    else:
+        propose = classical_proposer(composites.network.spacing_mm)
+        source = {"candidates": "classical multi-scale blob detector"}
     cases = training_cases(args.lidc, args.real_ct, composites, args.cache_dir)
     config = FprTrainConfig(steps=args.steps, seed=args.seed, threads=args.threads)
-    crops, labels = mine_candidates(detector, cases, config.network.crop_size)
+    crops, labels = mine_candidates(propose, cases, config.network.crop_size, seed=args.seed)
     logger.info("mined %d positive / %d negative crops from %d cases in %.0f s", int(labels.sum()),
                 int((labels == 0).sum()), len(cases), time.monotonic() - start)
     result = train_fpr(crops, labels, args.out, config,
-                       extra={"detector_sha256": detector.sha256,
-                              "data": "candidates of the detector on composites of LIDC-IDRI train-split nodules "
-                                      "in the real chest CT and phantom lungs"})
+                       extra={**source, "grid_spacing_mm": composites.network.spacing_mm,
+                              "data": "candidates on composites of LIDC-IDRI train-split nodules in the real chest "
+                                      "CT and phantom lungs"})
     print(json.dumps(asdict(result), indent=1))
     return 0

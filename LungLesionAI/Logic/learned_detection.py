@@ -252,7 +252,8 @@ class LearnedDetector:
         flips = ((), (0,), (1,), (2,)) if tta else ((),)
         return (grid, *self.predict_grid(grid, flips, device))
 
-    def detect(self, volume: Volume, lung_mask: np.ndarray, *, tta: bool = False) -> list[Candidate]:
+    def detect(self, volume: Volume, lung_mask: np.ndarray, *, tta: bool = False,
+               device: str = "cpu") -> list[Candidate]:
         """Nodule candidates in the lungs of ``volume``, highest detector score first ([] without lungs)."""
-        grid, boxes, scores = self.predict(volume, lung_mask, tta=tta)
+        grid, boxes, scores = self.predict(volume, lung_mask, tta=tta, device=device)
         return [] if grid is None else boxes_to_candidates(volume, grid, boxes, scores, lung_mask)

@@ -77,6 +77,19 @@ class NoduleMeasurements:
     texture: str
     solid_fraction: float
 
+    def finding_fields(self) -> dict:
+        """The :class:`lunglesionai.findings.Finding` fields these numbers set (centre, box, diameter, axes,
+        volume, mean HU; not texture, whose source the caller decides), for ``dataclasses.replace``."""
+        return dict(
+            center_lps_mm=tuple(self.center_lps_mm),
+            bbox_lps_mm=tuple(tuple(c) for c in self.bbox_lps_mm),
+            diameter_mm=self.diameter_mm,
+            long_axis_mm=self.long_axis_mm,
+            short_axis_mm=self.short_axis_mm,
+            volume_mm3=self.volume_mm3,
+            mean_hu=self.mean_hu,
+        )
+
 
 def measure_mask(volume: Volume, mask: FindingMask) -> NoduleMeasurements:
     """Measure a nodule mask on ``volume``'s grid.

@@ -4,20 +4,21 @@ Stages (each a function of arrays and geometry; no files, no Slicer):
 
 1. ``reorient_to_lps``: exact axis permutation/flip so the array is LPS-ordered (undone for the masks at the end).
 2. ``lung_mask``: classical lung segmentation (:func:`lunglesionai.lungmask.segment_lungs`).
-3. ``detection``: the learned RetinaNet detector (:mod:`lunglesionai.learned_detection`, default) or the classical
-   multi-scale blob detector (:func:`lunglesionai.detection.detect_candidates`, the baseline) in the lungs.
-   ``fp_reduction``: with the learned detector, the decoupled classifier (:mod:`lunglesionai.fpr`) re-scores each
-   candidate; the finding's ``detection_score`` is then sqrt(detector score × FPR probability), both kept in
-   ``extra``. Candidates below the operating point (``min_score``; default: the one stored with the FPR model,
-   chosen on the composite validation set) are dropped.
+3. ``detection``: nodule candidates in the lungs from the classical multi-scale blob detector
+   (:func:`lunglesionai.detection.detect_candidates`, default) or the learned RetinaNet detector
+   (:mod:`lunglesionai.learned_detection`, when a trained ``models/detector`` is installed).
+   ``fp_reduction``: the decoupled classifier (:mod:`lunglesionai.fpr`) re-scores every candidate; the finding's
+   ``detection_score`` is then sqrt(detector score × FPR probability), both kept in ``extra``. Candidates below the
+   operating point (``min_score``; default: the one stored with the FPR model, chosen on the composite validation
+   set) are dropped.
 4. ``segmentation``: classical per-candidate 3D segmentation (:func:`lunglesionai.segmentation.segment_nodule`).
 5. ``measurement``: centre, axes, volume, mean HU, texture from each mask (:mod:`lunglesionai.measurements`),
    then duplicate merging.
 6. ``grading``: the learned DenseSharp grader (:mod:`lunglesionai.grader`) outlines each finding again and adds
    malignancy probability, texture and the invasiveness surrogate; measurements are redone on its mask.
 
-Universal lesion detection has no model yet: the Report lists it as ``"not run"``; so are grading and false-positive
-reduction when their model is not found (the learned detector falls back to the classical one, with a warning).
+A stage whose model is not installed is listed as ``"not run"`` with the reason (the learned detector falls back to
+the classical one, with a warning).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import numpy as np
 
 from . import __version__
 from .detection import BlobDetectorConfig, Candidate, detect_candidates
-from .learned_detection import boxes_to_candidates
 from .findings import NOT_RUN, STAGES, Finding, FindingMask, InputInfo, Report
 from .lungmask import segment_lungs
 from .measurements import measure_mask
@@ -52,7 +52,8 @@ ProgressCallback = Callable[[str, float], None]
 #: A learned mask more than this many times the classical equivalent diameter is not trusted.
 MAX_LEARNED_DIAMETER_RATIO = 1.6
 
-_STAGE_WEIGHTS = {"lung_mask": 0.15, "detection": 0.45, "segmentation": 0.25, "measurement": 0.05, "grading": 0.1}
+_STAGE_WEIGHTS = {"lung_mask": 0.15, "detection": 0.4, "segmentation": 0.2, "measurement": 0.05, "grading": 0.1,
+                  "uld": 0.1}
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class PipelineConfig:
     """Settings of :func:`analyze_volume`.
 
     Args:
-        detector: "learned" (RetinaNet + FP reduction, default) or "classical" (multi-scale blob detector).
+        detector: "classical" (multi-scale blob detector, default) or "learned" (the RetinaNet detector; needs a
+            trained ``models/detector``, else the classical one runs and the report says why).
         blob: settings of the classical detector.
         min_diameter_mm, max_diameter_mm: findings whose segmented equivalent diameter falls outside are dropped
             (3 mm is the smallest nodule Lung-RADS/LUNA16 count; 30 mm separates nodules from masses).
@@ -70,11 +72,13 @@ class PipelineConfig:
         grade: run the DenseSharp grader.
         grader_model_dir, detector_model_dir, fpr_model_dir: model folders (None: ``models/<name>`` or
             ``$LUNGLESIONAI_MODELS/<name>``).
-        fpr: run the false-positive reduction after the learned detector.
+        fpr: run the false-positive reduction classifier on the candidates.
+        uld: run universal lesion detection over the whole scan (:mod:`lunglesionai.uld`; "not run" without a
+            model); ``uld_model_dir`` its folder.
         device: "auto" (CUDA when torch sees one), "cpu" or "cuda" for the learned detector.
     """
 
-    detector: str = "learned"
+    detector: str = "classical"
     blob: BlobDetectorConfig = field(default_factory=BlobDetectorConfig)
     min_diameter_mm: float = 3.0
     max_diameter_mm: float = 30.0
@@ -86,6 +90,8 @@ class PipelineConfig:
     fpr_model_dir: Optional[str] = None
     fpr: bool = True
     device: str = "auto"
+    uld: bool = True
+    uld_model_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.detector not in _DETECTORS:
@@ -104,22 +110,21 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class _Detection:
-    """What a detection method returns: candidates (after FP reduction when it ran), the operating point it
-    applied, the Report.stages texts of "detection" and "fp_reduction", and the models used."""
+    """What a detection or FP-reduction step returns: candidates (best first), the Report.stages texts it sets, the
+    models it used, and the operating point that applies when ``PipelineConfig.min_score`` is None."""
 
     candidates: list[Candidate]
     stages: dict[str, str]
     models: list[dict[str, str]] = field(default_factory=list)
+    default_min_score: float = 0.0
 
 
 def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
-    threshold = 0.0 if config.min_score is None else config.min_score
-    candidates = [c for c in detect_candidates(volume, lung_mask, config.blob) if c.score >= threshold]
-    return _Detection(candidates, {"detection": f"classical multi-scale blob detector (min score {threshold})"})
+    return _Detection(detect_candidates(volume, lung_mask, config.blob),
+                      {"detection": "classical multi-scale blob detector"})
 
 
 def _learned_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
-    from .learned_detection import combine_scores
     from .model_store import ModelFileError
 
     try:
@@ -127,32 +132,68 @@ def _learned_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineCon
     except ModelFileError as error:
         logger.warning("learned detector unavailable (%s); using the classical detector", error)
         fallback = _classical_detector(volume, lung_mask, config)
-        return replace(fallback, stages={"detection": f"{fallback.stages['detection']}; the learned detector was "
-                                                      f"not found: {error}"})
-    reducer, fpr_stage = None, NOT_RUN
-    if config.fpr:
-        try:
-            reducer = _load_learned("fpr", config.fpr_model_dir)
-        except ModelFileError as error:
-            logger.warning("false-positive reduction not run: %s", error)
-            fpr_stage = f"{NOT_RUN} (no FPR model: {error})"
-    device = "cuda" if config.device == "cuda" or (config.device == "auto" and torch_cuda_available()) else "cpu"
-    grid, boxes, scores = detector.predict(volume, lung_mask, device=device)
-    details: list[dict] = [{"detector_score": round(float(s), 4)} for s in scores]
-    threshold = detector.default_min_score if config.min_score is None else config.min_score
-    if reducer is not None and len(boxes):
-        probabilities = reducer.probabilities(grid.image, 0.5 * (boxes[:, :3] + boxes[:, 3:]))
-        for d, p in zip(details, probabilities):
-            d["fpr_probability"] = round(float(p), 4)
-        scores = combine_scores(scores, probabilities)
-        threshold = reducer.default_min_score if config.min_score is None else config.min_score
-        fpr_stage = "decoupled 3-D CNN classifier on detector-grid crops (NoduleNet-style)"
-    candidates = [c for c in boxes_to_candidates(volume, grid, boxes, scores, lung_mask, details)
-                  if c.score >= threshold]
-    models = [detector.model_info()] + ([reducer.model_info()] if reducer is not None else [])
-    stages = {"detection": f"RetinaNet 3-D (MONAI) on a {detector.config.spacing_mm} mm grid, {device} "
-                           f"(operating point: score >= {threshold:.3f})", "fp_reduction": fpr_stage}
-    return _Detection(candidates, stages, models)
+        return replace(fallback, stages={"detection": f"{fallback.stages['detection']} (the learned detector was "
+                                                      f"not found: {error})"})
+    device = _torch_device(config)
+    candidates = detector.detect(volume, lung_mask, device=device)
+    stage = f"RetinaNet 3-D (MONAI) on a {detector.config.spacing_mm} mm grid, {device}"
+    return _Detection(candidates, {"detection": stage}, [detector.model_info()], detector.default_min_score)
+
+
+def _reduce_false_positives(volume: Volume, lung_mask: np.ndarray, detection: _Detection,
+                            config: PipelineConfig) -> _Detection:
+    """Re-score the candidates with the decoupled FP-reduction classifier when it is wanted and installed.
+
+    The new score is sqrt(detector score × FPR probability) (:func:`lunglesionai.learned_detection.combine_scores`);
+    both go into each candidate's ``details``. The default operating point becomes the FPR model's.
+    """
+    from .learned_detection import combine_scores, detection_grid
+    from .model_store import ModelFileError
+
+    if not config.fpr:
+        return replace(detection, stages={**detection.stages, "fp_reduction": NOT_RUN})
+    try:
+        reducer = _load_learned("fpr", config.fpr_model_dir)
+    except ModelFileError as error:
+        logger.warning("false-positive reduction not run: %s", error)
+        return replace(detection, stages={**detection.stages, "fp_reduction": f"{NOT_RUN} (no FPR model: {error})"})
+    candidates = detection.candidates
+    grid = detection_grid(volume, lung_mask, reducer.grid_spacing_mm) if candidates else None
+    if grid is not None:
+        centres = grid.lps_to_index(volume.kji_to_lps(np.array([c.center_kji for c in candidates])))
+        probabilities = reducer.probabilities(grid.image, centres)
+        scores = combine_scores(np.array([c.score for c in candidates]), probabilities)
+        candidates = sorted(
+            (replace(c, score=float(s), details={**c.details, "detector_score": round(float(c.score), 4),
+                                                  "fpr_probability": round(float(p), 4)})
+             for c, s, p in zip(candidates, scores, probabilities)),
+            key=lambda c: -c.score)
+    stage = f"decoupled 3-D CNN classifier on {reducer.grid_spacing_mm} mm crops (NoduleNet-style)"
+    return _Detection(candidates, {**detection.stages, "fp_reduction": stage},
+                      detection.models + [reducer.model_info()], reducer.default_min_score)
+
+
+def _universal_lesions(volume: Volume, lung_mask: np.ndarray, nodules: list[Finding],
+                       config: PipelineConfig) -> tuple[list[Finding], str, list[dict[str, str]]]:
+    """ULD over the whole scan; lesions at reported nodules are dropped; "not run" with the reason without a model."""
+    from .model_store import ModelFileError
+
+    try:
+        uld = _load_learned("uld", config.uld_model_dir)
+    except ModelFileError as error:
+        logger.warning("universal lesion detection not run: %s", error)
+        return [], f"{NOT_RUN} (no ULD model: {error})", []
+    device = _torch_device(config)
+    settings = uld.settings()
+    lesions = uld.detect_lesions(volume, lung_mask, exclude_findings=nodules, settings=settings, device=device)
+    c = uld.config
+    stage = (f"MP3D-style 2.5-D RetinaNet ({c.n_slices} slices at {c.slice_spacing_mm} mm, {c.pixel_spacing_mm} mm "
+             f"pixels), {device} (operating point: score >= {settings.min_score:.3f})")
+    return lesions, stage, [uld.model_info()]
+
+
+def _torch_device(config: PipelineConfig) -> str:
+    return "cuda" if config.device == "cuda" or (config.device == "auto" and torch_cuda_available()) else "cpu"
 
 
 def torch_cuda_available() -> bool:
@@ -164,15 +205,16 @@ def torch_cuda_available() -> bool:
 
 @functools.lru_cache(maxsize=4)
 def _load_learned(name: str, folder: Optional[str]):
-    """The ``detector`` or ``fpr`` model of ``folder`` (None = default folder), loaded once per process.
+    """The ``detector``, ``fpr`` or ``uld`` model of ``folder`` (None = default folder), loaded once per process.
 
     Raises:
         lunglesionai.model_store.ModelFileError: the model is missing or broken.
     """
     from .fpr import FalsePositiveReducer
     from .learned_detection import LearnedDetector
+    from .uld import UniversalLesionDetector
 
-    return {"detector": LearnedDetector, "fpr": FalsePositiveReducer}[name].load(folder)
+    return {"detector": LearnedDetector, "fpr": FalsePositiveReducer, "uld": UniversalLesionDetector}[name].load(folder)
 
 
 #: Registry of detection methods: name -> function(volume, lung_mask, config) -> _Detection.
@@ -205,7 +247,8 @@ def analyze_volume(
         >>> from lunglesionai.synth import PhantomConfig, make_phantom
         >>> report = analyze_volume(make_phantom(PhantomConfig.small()).volume)  # doctest: +SKIP
     """
-    planned = ["lung_mask", "detection", "segmentation", "measurement"] + (["grading"] if config.grade else [])
+    planned = (["lung_mask", "detection", "segmentation", "measurement"] + (["grading"] if config.grade else [])
+               + (["uld"] if config.uld else []))
     models: list[dict[str, str]] = []
     tracker = _StageTracker(progress, planned)
     stages = {s: NOT_RUN for s in STAGES}
@@ -216,8 +259,11 @@ def analyze_volume(
         stages["lung_mask"] = "classical (threshold, airway removal, left/right split, hole filling)"
     with tracker("detection"):
         detection = _DETECTORS[config.detector](lps_volume, lung_mask, config)
-        candidates = detection.candidates[: config.max_candidates]
+        detection = _reduce_false_positives(lps_volume, lung_mask, detection, config)
+        threshold = detection.default_min_score if config.min_score is None else config.min_score
+        candidates = [c for c in detection.candidates if c.score >= threshold][: config.max_candidates]
         stages.update(detection.stages)
+        stages["detection"] += f" (operating point: score >= {threshold:.3f})"
         models += detection.models
         logger.info("%d candidates", len(candidates))
     with tracker("segmentation"):
@@ -231,11 +277,16 @@ def analyze_volume(
         with tracker("grading"):
             findings, stages, grader_models = _grade_findings(lps_volume, lung_mask, findings, stages, config)
         models += grader_models
+    lesions: list[Finding] = []
+    if config.uld:
+        with tracker("uld"):
+            lesions, stages["uld"], uld_models = _universal_lesions(lps_volume, lung_mask, findings, config)
+        models += uld_models
     findings = [_mask_to_input_grid(f, permutation, volume.shape_zyx) for f in findings]
 
     return Report(
         input=InputInfo.from_volume(volume),
-        findings=_renumber(findings),
+        findings=_renumber(findings) + lesions,
         stages=stages,
         timings_s=tracker.timings_s,
         device="cpu",
@@ -308,16 +359,7 @@ def _apply_grade(volume: Volume, lung_mask: np.ndarray, finding: Finding, grade,
         )
         if plausible:
             extra["mask_source"] = "densesharp"
-            updates.update(
-                center_lps_mm=tuple(m.center_lps_mm),
-                bbox_lps_mm=tuple(tuple(c) for c in m.bbox_lps_mm),
-                diameter_mm=m.diameter_mm,
-                long_axis_mm=m.long_axis_mm,
-                short_axis_mm=m.short_axis_mm,
-                volume_mm3=m.volume_mm3,
-                mean_hu=m.mean_hu,
-                mask=learned,
-            )
+            updates.update(m.finding_fields(), mask=learned)
     return replace(finding, **updates)
 
 
@@ -359,14 +401,8 @@ def _measure_findings(
             Finding(
                 id="",
                 kind="nodule",
-                center_lps_mm=tuple(m.center_lps_mm),
-                bbox_lps_mm=tuple(tuple(c) for c in m.bbox_lps_mm),
                 detection_score=float(np.clip(candidate.score, 0.0, 1.0)),
-                diameter_mm=m.diameter_mm,
-                long_axis_mm=m.long_axis_mm,
-                short_axis_mm=m.short_axis_mm,
-                volume_mm3=m.volume_mm3,
-                mean_hu=m.mean_hu,
+                **m.finding_fields(),
                 texture=m.texture,
                 extra={"detector": candidate.method, "detector_radius_mm": round(float(candidate.radius_mm), 2),
                        **candidate.details},

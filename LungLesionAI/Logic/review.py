@@ -414,13 +414,7 @@ def update_measurements(scene, results: SceneResults, finding_id: str) -> Findin
         extra["texture_hu_rule"] = m.texture
     updated = replace(
         finding,
-        center_lps_mm=tuple(m.center_lps_mm),
-        bbox_lps_mm=tuple(tuple(c) for c in m.bbox_lps_mm),
-        diameter_mm=m.diameter_mm,
-        long_axis_mm=m.long_axis_mm,
-        short_axis_mm=m.short_axis_mm,
-        volume_mm3=m.volume_mm3,
-        mean_hu=m.mean_hu,
+        **m.finding_fields(),
         texture=finding.texture if graded else m.texture,
         extra=extra,
         mask=mask,
