@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 from PIL import Image
 
 from lunglesionai import report_html
@@ -200,3 +201,6 @@ def test_headless_chromium_renders_the_page(tmp_path):
     with Image.open(screenshot) as shot:
         pixels = np.asarray(shot.convert("L"))
     assert pixels.std() > 10  # not a blank page
+    artifacts = REPO_ROOT / "build" / "test-artifacts"  # kept for a person to look at (git-ignored)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(screenshot, artifacts / "report_html.png")
