@@ -50,7 +50,7 @@ DEVICE_LABELS = ("Auto (GPU when available)", "CPU", "GPU (CUDA)")
 #: Stages a run can include. Detection is required; "lesions" is universal lesion detection (reported "not run" when
 #: no ULD model is installed).
 STAGES = ("detection", "fp_reduction", "segmentation", "grading", "lesions")
-DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading", "lesions")
+DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading")
 #: Default operating point: the FP-reduction model's (models/fpr/config.json "operating_point", chosen on the
 #: composite validation set: at most 1 false positive per scan); 0 keeps every candidate. See README.
 DEFAULT_MIN_SCORE = 0.5
@@ -226,7 +226,8 @@ class LungLesionAIParameterNode:
     runFpReduction: discard false-positive candidates.
     runSegmentation: show each finding's 3D outline as a segment (otherwise points only).
     runGrading: malignancy probability, texture and invasiveness surrogate.
-    runLesions: universal lesion detection: other lesions anywhere in the scan, as ROI boxes.
+    runLesions: universal lesion detection: other lesions anywhere in the scan, as ROI boxes (experimental, off by
+        default: many false positives on real scans).
     device: "auto", "cpu" or "cuda" for the deep-learning stages.
     minScore: operating point, the lowest finding score kept: 0.5 (default) is the FP-reduction model's documented
         operating point; 0 keeps every candidate (most sensitive, most false positives).
@@ -238,7 +239,7 @@ class LungLesionAIParameterNode:
     runFpReduction: bool = True
     runSegmentation: bool = True
     runGrading: bool = True
-    runLesions: bool = True
+    runLesions: bool = False
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     minScore: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_MIN_SCORE
     resultTable: vtkMRMLTableNode

@@ -58,12 +58,12 @@ def test_arguments_use_only_options_the_cli_has_by_default():
     args = analyze_arguments("ct.nrrd", "out")
     assert args == ["analyze", "ct.nrrd", "-o", "out", "--overwrite", "--progress", "lines"]
     args = analyze_arguments("ct.nrrd", "out", detector="classical", min_score=0.55, fp_reduction=False,
-                             grading=False, lesions=False, device="cpu", series_uid="1.2.3")
-    assert args[7:] == ["--detector", "classical", "--min-score", "0.55", "--no-fpr", "--no-grading", "--no-uld",
+                             grading=False, lesions=True, device="cpu", series_uid="1.2.3")
+    assert args[7:] == ["--detector", "classical", "--min-score", "0.55", "--no-fpr", "--no-grading", "--uld",
                         "--device", "cpu", "--series-uid", "1.2.3"]
     from lunglesionai.cli import build_parser  # every option written is one the CLI accepts
 
-    assert build_parser().parse_args(args).no_uld is True
+    assert build_parser().parse_args(args).uld is True
     for bad in ({"device": "gpu"}, {"min_score": 1.5}, {"detector": "magic"}):
         with pytest.raises(ValueError):
             analyze_arguments("ct.nrrd", "out", **bad)

@@ -121,6 +121,7 @@ def test_demo_prints_sensitivity(tmp_path, capsys):
     assert "phantom sensitivity" in text and "false positives" in text
     names = sorted(p.name for p in out.iterdir())
     assert {"nodules.seg.nrrd", "nodules.mrk.json", "report.json", "phantom_ct.nrrd", "ground_truth.json"} <= set(names)
+    assert f"wrote {out} ({', '.join(names)})" in text  # the summary lists what is really there
     truth = json.loads((out / "ground_truth.json").read_text())
     assert truth and {"id", "center_lps_mm", "diameter_mm", "texture", "attachment"} <= set(truth[0])
 

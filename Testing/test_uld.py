@@ -151,7 +151,7 @@ def test_pipeline_runs_uld_and_reports_lesions_beside_nodules(model_folder):
 
     case = toy_case(200)
     volume = Volume(np.ascontiguousarray(case.grid.hu), (1.4, 1.4, 2.0), (0.0, 0.0, 0.0))
-    report = analyze_volume(volume, PipelineConfig(uld_model_dir=str(model_folder), fpr=False, grade=False))
+    report = analyze_volume(volume, PipelineConfig(uld=True, uld_model_dir=str(model_folder), fpr=False, grade=False))
     assert report.stages["uld"].startswith("MP3D") and "uld-mp3d" in [m["name"] for m in report.models]
     lesions = report.lesions()
     assert lesions and lesions[0].id == "L1" and lesions[0].extra["lesion_type"] == "liver"

@@ -105,14 +105,14 @@ def analyze_arguments(
     min_score: Optional[float] = None,
     fp_reduction: bool = True,
     grading: bool = True,
-    lesions: bool = True,
+    lesions: bool = False,
     device: str = "auto",
     series_uid: Optional[str] = None,
 ) -> list[str]:
     """The ``lunglesionai`` arguments (after the program) of one analysis: the one place that builds them.
 
     Options left at the CLI's defaults are not written, so the list works with every CLI version that has
-    ``analyze -o OUT --overwrite --progress lines``; ``--no-fpr``, ``--no-grading``, ``--no-uld`` and ``--device`` are written only
+    ``analyze -o OUT --overwrite --progress lines``; ``--no-fpr``, ``--no-grading``, ``--uld`` and ``--device`` are written only
     when asked for (older CLIs reject them with exit status 2 and a usage line on stderr).
 
     Args:
@@ -123,7 +123,7 @@ def analyze_arguments(
             None keeps the CLI's default (0, the most sensitive).
         fp_reduction: False adds ``--no-fpr``.
         grading: False adds ``--no-grading``.
-        lesions: False adds ``--no-uld`` (universal lesion detection).
+        lesions: True adds ``--uld`` (universal lesion detection).
         device: "auto" (not written), "cpu" or "cuda" (``--device``).
         series_uid: SeriesInstanceUID for a DICOM folder with several series.
 
@@ -146,8 +146,8 @@ def analyze_arguments(
         args.append("--no-fpr")
     if not grading:
         args.append("--no-grading")
-    if not lesions:
-        args.append("--no-uld")
+    if lesions:
+        args.append("--uld")
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if device != "auto":

@@ -33,7 +33,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out}: output folder exists (use --overwrite to replace it)")
     config = PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr,
-                            grade=not args.no_grading, device=args.device, uld=not args.no_uld)
+                            grade=not args.no_grading, device=args.device, uld=args.uld)
     volume = load_volume(args.input, series_uid=args.series_uid)
     bar, update = progress_reporter(args.progress)
     with bar:
@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series-uid", help="SeriesInstanceUID to use when the DICOM folder holds several series")
     add_detection_arguments(p)
     p.add_argument("--no-grading", action="store_true", help="skip the DenseSharp grader (classical masks only)")
-    p.add_argument("--no-uld", action="store_true", help="skip universal lesion detection (lesions anywhere)")
+    p.add_argument("--uld", action="store_true", help="also run universal lesion detection (other lesions anywhere "
+                   "in the scan; experimental, see models/uld/uld.card.md)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_progress_arguments(p)
     p.set_defaults(func=run_analyze)

@@ -57,8 +57,8 @@ class DemoResult:
             f"false positives {m.false_positives} per scan (LUNA16 rule: centre within the true radius), "
             f"analysis {self.seconds:.1f} s"
         )
-        lines.append(f"wrote {self.output} (phantom_ct.nrrd, ground_truth.json, nodules.seg.nrrd, "
-                     "nodules.mrk.json, report.json)")
+        files = ", ".join(sorted(p.name for p in self.output.iterdir())) if self.output.is_dir() else ""
+        lines.append(f"wrote {self.output} ({files})")
         lines.append("These are phantom results, not clinical performance.")
         return "\n".join(lines)
 

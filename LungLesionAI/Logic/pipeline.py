@@ -73,8 +73,9 @@ class PipelineConfig:
         grader_model_dir, detector_model_dir, fpr_model_dir: model folders (None: ``models/<name>`` or
             ``$LUNGLESIONAI_MODELS/<name>``).
         fpr: run the false-positive reduction classifier on the candidates.
-        uld: run universal lesion detection over the whole scan (:mod:`lunglesionai.uld`; "not run" without a
-            model); ``uld_model_dir`` its folder.
+        uld: also run universal lesion detection over the whole scan (:mod:`lunglesionai.uld`; opt-in: its
+            composite validation sensitivity is 0.66 and it reports many false positives on real scans, see
+            ``models/uld/uld.card.md``); ``uld_model_dir`` its folder.
         device: "auto" (CUDA when torch sees one), "cpu" or "cuda" for the learned detector.
     """
 
@@ -90,7 +91,7 @@ class PipelineConfig:
     fpr_model_dir: Optional[str] = None
     fpr: bool = True
     device: str = "auto"
-    uld: bool = True
+    uld: bool = False
     uld_model_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
