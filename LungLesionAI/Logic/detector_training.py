@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from .detector_net import DetectorConfig, build_detector
 from .learned_detection import DETECTOR_FORMAT, WEIGHTS_FILE, detection_grid
 from .lungmask import segment_lungs
 from .model_store import save_model
+from .schedules import warmup_cosine_lr
 
 __all__ = ["DetectorTrainConfig", "TrainingCase", "case_from_composite", "training_cases", "luna16_cases",
            "patch_transforms", "add_composite_arguments",
@@ -230,13 +230,6 @@ def _patch_stream(cases: list[TrainingCase], transforms, rng: np.random.Generato
         yield from transforms(item)
 
 
-def _learning_rate(step: int, config: DetectorTrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    t = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
 @dataclass
 class DetectorTrainResult:
     """What :func:`train_detector` did: ``out_dir``, ``sha256``, ``seconds``, ``final_loss`` (mean of the last
@@ -278,7 +271,7 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     for step in range(config.steps):
         batch = [next(stream) for _ in range(config.batch_size)]
         for group in optimiser.param_groups:
-            group["lr"] = _learning_rate(step, config)
+            group["lr"] = warmup_cosine_lr(step, config.steps, config.warmup_steps, config.lr)
         terms = detector([b["image"] for b in batch],
                          [{"boxes": b["box"], "labels": b["label"]} for b in batch])
         loss = terms["classification"] + terms["box_regression"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ import torch
 
 from .fpr import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
 from .model_store import save_model
+from .schedules import warmup_cosine_lr
 
 if TYPE_CHECKING:
     from .detector_training import TrainingCase
@@ -181,7 +181,7 @@ def train_fpr(crops: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike,
     start = time.monotonic()
     for step in range(config.steps):
         for group in optimiser.param_groups:
-            group["lr"] = config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+            group["lr"] = warmup_cosine_lr(step, config.steps, 0, config.lr)
         rows = np.concatenate([rng.choice(pos, half), rng.choice(neg, config.batch_size - half)])
         x = _augment(crops[rows], rng, size)
         y = torch.from_numpy(labels[rows].astype(np.float32))

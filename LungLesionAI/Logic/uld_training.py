@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from .model_store import save_model
+from .schedules import warmup_cosine_lr
 from .uld import ULD_FORMAT, WEIGHTS_FILE
 from .uld_data import (
     SlabSample,
@@ -170,13 +170,6 @@ def _boxes_in_crop(boxes: np.ndarray, labels: np.ndarray, size: int, clip) -> tu
     return clipped[ok].reshape(-1, 4), labels[ok].astype(np.int64)
 
 
-def _learning_rate(step: int, config: ULDTrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    t = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
 def train_uld(train_cases: list[ULDCase], config: ULDTrainConfig, val_cases: list[ULDCase] | None = None,
               progress_every: int = 50) -> TrainResult:
     """Train the detector on ``train_cases`` and score it on ``val_cases`` (method: module docstring).
@@ -211,7 +204,7 @@ def train_uld(train_cases: list[ULDCase], config: ULDTrainConfig, val_cases: lis
             images = [im.to(config.device) for im in images]
             targets = [{k: v.to(config.device) for k, v in t.items()} for t in targets]
         for group in optimiser.param_groups:
-            group["lr"] = _learning_rate(step, config)
+            group["lr"] = warmup_cosine_lr(step, config.steps, config.warmup_steps, config.lr)
         terms = detector(images, targets)
         loss = terms[detector.cls_key] + terms[detector.box_reg_key]
         optimiser.zero_grad()
