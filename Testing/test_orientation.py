@@ -118,6 +118,11 @@ def test_index_and_box_mapping_back_to_original_grid():
     full_orig = np.zeros(SHAPE_ZYX, bool)
     full_orig[tuple(slice(o, o + n) for o, n in zip(offset, crop_orig.shape))] = crop_orig
     np.testing.assert_array_equal(full_orig, perm.invert(full_lps))
+    back_offset, back_crop = perm.apply_crop(offset, crop_orig)  # the forward map undoes invert_crop exactly
+    assert back_offset == (1, 0, 2)
+    np.testing.assert_array_equal(back_crop, crop)
+    with pytest.raises(ValueError, match="3-D crop"):
+        perm.apply_crop((0, 0, 0), crop[0])
     with pytest.raises(ValueError, match="non-empty box"):
         perm.box_to_original((2, 0, 0), (2, 1, 1))
 

@@ -69,7 +69,8 @@ class FindingMask:
     def reoriented(self, permutation) -> "FindingMask":
         """The same voxels on the grid a :class:`lunglesionai.orientation.AxisPermutation` leads to (exact).
 
-        Only the crop is transposed and flipped (no full-size array); ``mask.reoriented(perm)`` pasted into the
+        Only the crop is transposed and flipped (:meth:`lunglesionai.orientation.AxisPermutation.apply_crop`, the
+        inverse of ``invert_crop``); ``mask.reoriented(perm)`` pasted into the
         reoriented grid equals ``perm.apply`` of the mask pasted into the original grid.
 
         Args:
@@ -81,15 +82,7 @@ class FindingMask:
         """
         if permutation.is_identity:
             return self
-        order = list(permutation.order_kji)
-        array = np.transpose(np.asarray(self.array), order)
-        offset = [int(self.offset_kji[a]) for a in order]
-        shape = permutation.lps_shape_zyx
-        for axis, flipped in enumerate(permutation.flip_kji):
-            if flipped:
-                array = np.flip(array, axis=axis)
-                offset[axis] = int(shape[axis]) - (offset[axis] + array.shape[axis])
-        return FindingMask(tuple(offset), np.ascontiguousarray(array))
+        return FindingMask(*permutation.apply_crop(self.offset_kji, self.array))
 
 
 @dataclass

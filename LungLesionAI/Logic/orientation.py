@@ -84,8 +84,36 @@ class AxisPermutation:
             ValueError: the last three axes do not have ``original_shape_zyx``.
         """
         self._check(array, self.original_shape_zyx, "original")
+        return array if self.is_identity else self._apply_axes(array)
+
+    def apply_crop(self, offset_kji: tuple[int, int, int], array: np.ndarray) -> tuple[
+        tuple[int, int, int], np.ndarray
+    ]:
+        """Map a crop of the original grid (e.g. a nodule mask) to the same voxels' crop of the LPS grid (the
+        inverse of :meth:`invert_crop`); only the crop is transposed and flipped, no full-size array is made.
+
+        Args:
+            offset_kji: (k, j, i) index on the original grid of ``array[0, 0, 0]``.
+            array: (Zc, Yc, Xc) crop.
+
+        Returns:
+            (offset_kji on the LPS grid, C-contiguous crop on the LPS grid; the input itself when identity).
+
+        Raises:
+            ValueError: ``array`` is not 3-D.
+        """
+        if np.ndim(array) != 3:
+            raise ValueError(f"need a 3-D crop, got shape {np.shape(array)}")
         if self.is_identity:
-            return array
+            return tuple(int(o) for o in offset_kji), array
+        offset = [int(offset_kji[a]) for a in self.order_kji]
+        shape = np.shape(array)
+        for axis, flipped in enumerate(self.flip_kji):
+            if flipped:
+                offset[axis] = int(self.lps_shape_zyx[axis]) - (offset[axis] + int(shape[self.order_kji[axis]]))
+        return tuple(offset), self._apply_axes(np.asarray(array))
+
+    def _apply_axes(self, array: np.ndarray) -> np.ndarray:
         lead = tuple(range(array.ndim - 3))
         out = np.transpose(array, lead + tuple(len(lead) + a for a in self.order_kji))
         flips = tuple(len(lead) + n for n, f in enumerate(self.flip_kji) if f)
