@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from lunglesionai.detector_net import DetectorConfig, build_detector
-from lunglesionai.detector_training import DetectorTrainConfig, TrainingCase, train_detector
+from lunglesionai.detector_training import DetectorTrainConfig, TrainingCase, box_ellipsoids, train_detector
 from lunglesionai.learned_detection import (
     DETECTOR_FORMAT,
     DetectionGrid,
@@ -131,6 +131,38 @@ def test_tiny_training_run_learns_and_writes_a_loadable_model(tmp_path):
     centre = 0.5 * (boxes[0, :3] + boxes[0, 3:])
     truth = 0.5 * (case.boxes[:, :3] + case.boxes[:, 3:])
     assert np.min(np.linalg.norm(truth - centre, axis=1)) < 4.0, (boxes[:3], scores[:3], truth)
+
+
+def test_box_ellipsoids_fill_the_inscribed_ellipsoid_on_the_strided_grid():
+    boxes = np.array([[10, 10, 10, 20, 20, 30]], np.float32)  # centre (15, 15, 20), semi-axes (5, 5, 10)
+    full = box_ellipsoids(boxes, (32, 32, 32))
+    assert full.shape == (1, 32, 32, 32)
+    assert full[0, 15, 15, 20] == 1 and full[0, 15, 15, 29] == 1 and full[0, 15, 15, 31] == 0
+    assert full[0, 10, 10, 20] == 0  # box corner in the axial plane lies outside the ellipsoid
+    assert abs(float(full.sum()) - 4 / 3 * np.pi * 5 * 5 * 10) / (4 / 3 * np.pi * 250) < 0.1
+    half = box_ellipsoids(boxes, (16, 16, 16), stride=2)
+    assert half[0, 7, 7, 10] == 1 and half[0, 2, 2, 2] == 0
+    tiny = box_ellipsoids(np.array([[4.0, 4.0, 4.0, 4.5, 4.5, 4.5]]), (8, 8, 8), stride=2)
+    assert float(tiny.sum()) >= 1  # semi-axes are at least one output voxel: no box vanishes from the target
+    assert float(box_ellipsoids(np.zeros((0, 6)), (8, 8, 8)).sum()) == 0
+
+
+def test_retina_unet_training_uses_the_segmentation_head_and_checkpoints(tmp_path, caplog):
+    network = DetectorConfig(channels=(8, 8), fpn_channels=8, patch_size=(32, 32, 32),
+                             base_anchor_shapes=((4, 4, 4),), segmentation_head=True)
+    detector = build_detector(network, training=True).train()
+    detector.network(torch.rand(1, 1, 32, 32, 32))
+    assert tuple(detector.network.feature_extractor.segmentation_logits.shape) == (1, 1, 16, 16, 16)
+    config = DetectorTrainConfig(steps=6, batch_size=1, warmup_steps=1, threads=1, checkpoint_every=3,
+                                 network=network)
+    with caplog.at_level("INFO", logger="lunglesionai.detector_training"):
+        train_detector([_synthetic_case(0)], tmp_path / "det", config, progress_every=3)
+    assert any("segmentation" in r.getMessage() for r in caplog.records)
+    saved = json.loads((tmp_path / "det" / "config.json").read_text())
+    assert saved["training"]["steps_done"] == 6 and saved["network"]["segmentation_head"] is True
+    loaded = LearnedDetector.load(tmp_path / "det")  # the head's weights load back; inference ignores the head
+    boxes, scores = loaded.predict_grid(DetectionGrid(_synthetic_case(1).image[0], np.zeros(3), 1.0))
+    assert boxes.shape[1] == 6 and len(boxes) == len(scores)
 
 
 def test_luna16_scans_become_training_cases(tmp_path):

@@ -181,3 +181,23 @@ def test_learned_detector_without_a_model_falls_back_to_classical(phantom, tmp_p
                                                            fpr=False, grade=False))
     assert report.stages["detection"].startswith("classical") and "not found" in report.stages["detection"]
     assert report.findings
+
+
+def test_learned_detector_feeds_the_fp_reduction_its_grid(phantom, tmp_path):
+    """An (untrained) RetinaNet model folder runs as the detection stage; the FP reduction re-scores its boxes."""
+    import torch
+    from lunglesionai.detector_net import DetectorConfig, build_detector
+    from lunglesionai.learned_detection import DETECTOR_FORMAT
+    from lunglesionai.model_store import model_dir, save_model
+
+    if not (model_dir("fpr") / "config.json").is_file():
+        pytest.skip("no models/fpr installed")
+    torch.manual_seed(0)
+    network = DetectorConfig(channels=(8, 8), fpn_channels=8, base_anchor_shapes=((4, 4, 4),), score_threshold=0.0)
+    save_model(tmp_path / "det", build_detector(network).network.state_dict(), "detector.pt",
+               {"format": DETECTOR_FORMAT, "network": network.to_dict()})
+    report = analyze_volume(phantom.volume, PipelineConfig(detector="learned", detector_model_dir=str(tmp_path / "det"),
+                                                           min_score=0.0, grade=False, max_candidates=5))
+    assert report.stages["detection"].startswith("RetinaNet") and "decoupled" in report.stages["fp_reduction"]
+    assert [m["name"] for m in report.models][:2] == ["retinanet-detector", "fpr-classifier"]
+    assert report.findings and all({"detector_score", "fpr_probability"} <= set(f.extra) for f in report.findings)

@@ -14,6 +14,12 @@ and from LPS mm.
 Feature maps (strides in voxels of the grid): the stem and ``layer1`` at 1/2, ``layer2`` at 1/4, and MONAI's
 ``LastLevelMaxPool`` adds 1/8. Anchors: ``base_anchor_shapes`` at 1/2, scaled ×2 and ×4 on the coarser maps
 (MONAI's ``AnchorGeneratorWithAnchorShape``).
+
+Retina U-Net (Jaeger et al., "Retina U-Net: Embarrassingly Simple Exploitation of Segmentation Supervision for
+Medical Object Detection", ML4H 2019; the detector of nnDetection, Baumgartner et al., MICCAI 2021): with
+``segmentation_head`` a 1×1×1 convolution on the finest pyramid level predicts nodule-voxel logits at 1/2 of the
+grid. Training adds a Dice + cross-entropy loss on it, which gives the small backbone dense supervision that the
+few positive anchors of a nodule patch cannot; inference ignores it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class DetectorConfig:
         score_threshold, topk_per_level, nms_iou, detections_per_image: MONAI box selector settings.
         patch_size: sliding-window patch (voxels) for inference and training crops.
         window_overlap: sliding-window overlap fraction.
+        segmentation_head: add the Retina U-Net segmentation head (training uses it; inference does not).
 
     Raises:
         ValueError: a field is out of range (named in the message).
@@ -55,6 +62,7 @@ class DetectorConfig:
     detections_per_image: int = 60
     patch_size: tuple[int, int, int] = (96, 96, 96)
     window_overlap: float = 0.25
+    segmentation_head: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,7 +125,12 @@ class _ResidualBlock(nn.Module):
 class DetectorBackboneFPN(nn.Module):
     """Backbone + MONAI ``FeaturePyramidNetwork``: (B, 1, X, Y, Z) → OrderedDict of (B, fpn_channels, ...) maps
     at 1/2, 1/4, 1/8 of the input; X, Y, Z must be multiples of 8. ``out_channels`` is what MONAI's RetinaNet
-    reads."""
+    reads.
+
+    With ``config.segmentation_head`` each forward pass also leaves the Retina U-Net logits, (B, 1, X/2, Y/2, Z/2),
+    in ``segmentation_logits`` in training mode (MONAI's RetinaNet passes on only the pyramid, so the training
+    loop reads them from here after the detector's forward pass); otherwise that attribute is not updated.
+    """
 
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
@@ -130,11 +143,16 @@ class DetectorBackboneFPN(nn.Module):
         self.fpn = FeaturePyramidNetwork(spatial_dims=3, in_channels_list=[c1, c2], out_channels=config.fpn_channels,
                                          extra_blocks=LastLevelMaxPool(3))
         self.out_channels = config.fpn_channels
+        self.segmentation = nn.Conv3d(config.fpn_channels, 1, 1) if config.segmentation_head else None
+        self.segmentation_logits: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         f1 = self.layer1(self.stem(x))
         f2 = self.layer2(f1)
-        return self.fpn(OrderedDict([("1", f1), ("2", f2)]))
+        features = self.fpn(OrderedDict([("1", f1), ("2", f2)]))
+        if self.segmentation is not None and self.training:
+            self.segmentation_logits = self.segmentation(features["1"])
+        return features
 
 
 def _atss_only_detector_class():

@@ -7,7 +7,9 @@ procedural phantoms (whose own nodules are truth too). Each composite is resampl
 draw patches (2 around nodules, 1 anywhere, per case and draw: ``RandCropBoxByPosNegLabeld``), zoom, flip along the
 three axes, rotate by multiples of 90° in the axial plane, and jitter intensity. The network
 (:func:`lunglesionai.detector_net.build_detector`) learns with MONAI's ATSS matcher, hard-negative sampler,
-sigmoid focal loss and a smooth-L1 box loss; AdamW with a linear warm-up and a cosine schedule; fixed seeds.
+sigmoid focal loss and a smooth-L1 box loss, plus the Retina U-Net segmentation loss (MONAI's Dice + cross-entropy
+against ellipsoids inscribed in the truth boxes, :func:`box_ellipsoids`); AdamW with a linear warm-up and a cosine
+schedule; fixed seeds.
 
 Training never sees ``val`` nodules: they are kept for the composite validation set
 (``lunglesionai make-composites --split val``) that ``evaluate detection`` scores.
@@ -35,7 +37,7 @@ from .model_store import save_model
 from .schedules import warmup_cosine_lr
 
 __all__ = ["DetectorTrainConfig", "TrainingCase", "case_from_composite", "training_cases", "luna16_cases",
-           "patch_transforms", "add_composite_arguments",
+           "patch_transforms", "box_ellipsoids", "add_composite_arguments",
            "train_detector", "add_train_detector_parser", "run_train_detector"]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class DetectorTrainConfig:
         juxta_pleural_fraction: share of pasted nodules placed on the pleura.
         seed: seed of composites, sampling, augmentation and initialisation.
         threads: torch CPU threads.
+        segmentation_weight: weight of the Retina U-Net segmentation loss (needs ``network.segmentation_head``).
+        checkpoint_every: also write the model every this many steps (0: only at the end).
         network: the detector's architecture and grid.
     """
 
@@ -69,7 +73,10 @@ class DetectorTrainConfig:
     juxta_pleural_fraction: float = 0.2
     seed: int = 0
     threads: int = 2
-    network: DetectorConfig = field(default_factory=lambda: DetectorConfig(fpn_channels=16, patch_size=(64, 64, 64)))
+    segmentation_weight: float = 1.0
+    checkpoint_every: int = 0
+    network: DetectorConfig = field(default_factory=lambda: DetectorConfig(fpn_channels=16, patch_size=(64, 64, 64),
+                                                                           segmentation_head=True))
 
 
 @dataclass(frozen=True)
@@ -223,6 +230,30 @@ def patch_transforms(patch_size: tuple[int, int, int], samples_per_case: int = 3
     ])
 
 
+def box_ellipsoids(boxes: np.ndarray | torch.Tensor, shape: tuple[int, int, int], stride: int = 1) -> torch.Tensor:
+    """Segmentation target of the Retina U-Net head: the ellipsoid inscribed in each box, on a grid ``stride``
+    times coarser than the boxes' (output voxel i covers box-grid voxel ``stride * i``).
+
+    Args:
+        boxes: (N, 6) ``(x0, y0, z0, x1, y1, z1)`` in voxel units of the patch.
+        shape: (X, Y, Z) of the output grid.
+        stride: box-grid voxels per output voxel.
+
+    Returns:
+        (1, X, Y, Z) float32 tensor, 1 inside any ellipsoid (semi-axes at least one output voxel), else 0.
+    """
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 6)
+    axes = [torch.arange(n, dtype=torch.float32) * stride for n in shape]
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    mask = torch.zeros(shape, dtype=torch.bool)
+    for box in boxes:
+        centre = 0.5 * (box[:3] + box[3:])
+        semi = torch.clamp(0.5 * (box[3:] - box[:3]), min=float(stride))
+        mask |= ((x - centre[0]) / semi[0]) ** 2 + ((y - centre[1]) / semi[1]) ** 2 + \
+            ((z - centre[2]) / semi[2]) ** 2 <= 1.0
+    return mask[None].float()
+
+
 def _patch_stream(cases: list[TrainingCase], transforms, rng: np.random.Generator) -> Iterator[dict]:
     while True:
         case = cases[int(rng.integers(len(cases)))]
@@ -264,6 +295,12 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     transforms.set_random_state(seed=config.seed)
     detector = build_detector(config.network, training=True)
     detector.train()
+    backbone = detector.network.feature_extractor
+    segmentation_loss = None
+    if config.segmentation_weight > 0 and config.network.segmentation_head:
+        from monai.losses import DiceCELoss
+
+        segmentation_loss = DiceCELoss(sigmoid=True, batch=True)
     optimiser = torch.optim.AdamW(detector.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     stream = _patch_stream(cases, transforms, rng)
     losses: list[float] = []
@@ -275,27 +312,38 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
         terms = detector([b["image"] for b in batch],
                          [{"boxes": b["box"], "labels": b["label"]} for b in batch])
         loss = terms["classification"] + terms["box_regression"]
+        if segmentation_loss is not None:
+            logits = backbone.segmentation_logits
+            target = torch.stack([box_ellipsoids(b["box"], tuple(logits.shape[2:]), stride=2) for b in batch])
+            terms["segmentation"] = segmentation_loss(logits, target)
+            loss = loss + config.segmentation_weight * terms["segmentation"]
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(detector.network.parameters(), 10.0)
         optimiser.step()
         losses.append(float(loss.detach()))
         if (step + 1) % progress_every == 0:
-            logger.info("step %d/%d loss %.4f (cls %.4f, box %.4f) %.0f s", step + 1, config.steps,
-                        np.mean(losses[-progress_every:]), float(terms["classification"].detach()),
-                        float(terms["box_regression"].detach()), time.monotonic() - start)
+            logger.info("step %d/%d loss %.4f (%s) %.0f s", step + 1, config.steps, np.mean(losses[-progress_every:]),
+                        ", ".join(f"{k} {float(v.detach()):.4f}" for k, v in terms.items()), time.monotonic() - start)
+        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            _save_detector(out_dir, detector, config, step + 1, time.monotonic() - start)
     seconds = time.monotonic() - start
+    sha = _save_detector(out_dir, detector, config, config.steps, seconds)
+    return DetectorTrainResult(Path(out_dir), sha, seconds, float(np.mean(losses[-100:])), len(cases),
+                               int(sum(len(c.boxes) for c in cases)))
+
+
+def _save_detector(out_dir, detector, config: DetectorTrainConfig, steps_done: int, seconds: float) -> str:
     training = asdict(config)
     training["network"] = config.network.to_dict()
-    sha = save_model(out_dir, detector.network.state_dict(), WEIGHTS_FILE, {
+    training["steps_done"] = steps_done
+    return save_model(out_dir, detector.network.state_dict(), WEIGHTS_FILE, {
         "format": DETECTOR_FORMAT,
         "network": config.network.to_dict(),
         "training": training,
         "train_seconds": round(seconds, 1),
         "data": "composites: LIDC-IDRI train-split nodules pasted into the real chest CT and phantom lungs",
     })
-    return DetectorTrainResult(Path(out_dir), sha, seconds, float(np.mean(losses[-100:])), len(cases),
-                               int(sum(len(c.boxes) for c in cases)))
 
 
 def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -309,6 +357,11 @@ def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> argpars
     p.add_argument("--luna16-seriesuids", help="... only the scans listed here (e.g. the training subsets)")
     p.add_argument("--out", required=True, help="model folder to write (detector.pt, config.json)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
+    p.add_argument("--segmentation-weight", type=float, default=d.segmentation_weight,
+                   help="weight of the Retina U-Net segmentation loss, 0 = plain RetinaNet (default %(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="also write the model every N steps (default: only at the end)")
     p.set_defaults(func=run_train_detector)
     return p
 
@@ -330,8 +383,9 @@ def add_composite_arguments(parser: argparse.ArgumentParser, lidc_required: bool
 
 def run_train_detector(args: argparse.Namespace) -> int:
     """``lunglesionai train detector``: build the composites, train, write the model; prints a summary."""
-    config = DetectorTrainConfig(steps=args.steps, n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed,
-                                 threads=args.threads)
+    config = DetectorTrainConfig(steps=args.steps, lr=args.lr, n_real=args.n_real, n_phantom=args.n_phantom,
+                                 seed=args.seed, threads=args.threads, segmentation_weight=args.segmentation_weight,
+                                 checkpoint_every=args.checkpoint_every)
     if not args.lidc and not args.luna16_images:
         raise ValueError("train detector needs --lidc (composites) and/or --luna16-images with --luna16-annotations")
     if bool(args.luna16_images) != bool(args.luna16_annotations):

@@ -27,7 +27,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from .measurements import measure_mask
 from .orientation import reorient_to_lps
 from .segmentation import segment_nodule
 from .volume import Volume
+
+if TYPE_CHECKING:
+    from .learned_detection import DetectionGrid
 
 __all__ = ["PipelineConfig", "ProgressCallback", "analyze_volume", "merge_duplicates"]
 
@@ -112,12 +115,14 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class _Detection:
     """What a detection or FP-reduction step returns: candidates (best first), the Report.stages texts it sets, the
-    models it used, and the operating point that applies when ``PipelineConfig.min_score`` is None."""
+    models it used, the operating point that applies when ``PipelineConfig.min_score`` is None, and the learned
+    detector's grid (reused by the FP reduction when its spacing matches; None otherwise)."""
 
     candidates: list[Candidate]
     stages: dict[str, str]
     models: list[dict[str, str]] = field(default_factory=list)
     default_min_score: float = 0.0
+    grid: Optional["DetectionGrid"] = None
 
 
 def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
@@ -126,6 +131,7 @@ def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineC
 
 
 def _learned_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
+    from .learned_detection import boxes_to_candidates
     from .model_store import ModelFileError
 
     try:
@@ -136,9 +142,10 @@ def _learned_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineCon
         return replace(fallback, stages={"detection": f"{fallback.stages['detection']} (the learned detector was "
                                                       f"not found: {error})"})
     device = _torch_device(config)
-    candidates = detector.detect(volume, lung_mask, device=device)
+    grid, boxes, scores = detector.predict(volume, lung_mask, device=device)
+    candidates = [] if grid is None else boxes_to_candidates(volume, grid, boxes, scores, lung_mask)
     stage = f"RetinaNet 3-D (MONAI) on a {detector.config.spacing_mm} mm grid, {device}"
-    return _Detection(candidates, {"detection": stage}, [detector.model_info()], detector.default_min_score)
+    return _Detection(candidates, {"detection": stage}, [detector.model_info()], detector.default_min_score, grid)
 
 
 def _reduce_false_positives(volume: Volume, lung_mask: np.ndarray, detection: _Detection,
@@ -158,8 +165,9 @@ def _reduce_false_positives(volume: Volume, lung_mask: np.ndarray, detection: _D
     except ModelFileError as error:
         logger.warning("false-positive reduction not run: %s", error)
         return replace(detection, stages={**detection.stages, "fp_reduction": f"{NOT_RUN} (no FPR model: {error})"})
-    candidates = detection.candidates
-    grid = detection_grid(volume, lung_mask, reducer.grid_spacing_mm) if candidates else None
+    candidates, grid = detection.candidates, detection.grid
+    if candidates and (grid is None or grid.spacing_mm != reducer.grid_spacing_mm):
+        grid = detection_grid(volume, lung_mask, reducer.grid_spacing_mm)
     if grid is not None:
         centres = grid.lps_to_index(volume.kji_to_lps(np.array([c.center_kji for c in candidates])))
         probabilities = reducer.probabilities(grid.image, centres)
@@ -171,7 +179,7 @@ def _reduce_false_positives(volume: Volume, lung_mask: np.ndarray, detection: _D
             key=lambda c: -c.score)
     stage = f"decoupled 3-D CNN classifier on {reducer.grid_spacing_mm} mm crops (NoduleNet-style)"
     return _Detection(candidates, {**detection.stages, "fp_reduction": stage},
-                      detection.models + [reducer.model_info()], reducer.default_min_score)
+                      detection.models + [reducer.model_info()], reducer.default_min_score, detection.grid)
 
 
 def _universal_lesions(volume: Volume, lung_mask: np.ndarray, nodules: list[Finding],
