@@ -43,6 +43,18 @@ def test_network_outputs_boxes_in_the_input_frame():
     assert torch.all((out["labels_scores"] >= 0) & (out["labels_scores"] <= 1))
 
 
+def test_classification_loss_is_bce_or_focal():
+    from monai.losses import FocalLoss
+
+    assert isinstance(build_detector(TINY, training=True).cls_loss_func, torch.nn.BCEWithLogitsLoss)
+    focal = build_detector(TINY, training=True, classification_loss="focal")
+    assert isinstance(focal.cls_loss_func, FocalLoss)
+    logits, target = torch.tensor([[3.0], [-3.0]]), torch.tensor([[1.0], [0.0]])
+    assert float(focal.cls_loss_func(logits, target)) < 0.01 * float(torch.nn.BCEWithLogitsLoss()(logits, target))
+    with pytest.raises(ValueError, match="classification_loss"):
+        build_detector(TINY, classification_loss="hinge")
+
+
 def _volume_with_blob(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
     hu = np.full((40, 50, 60), -850, np.int16)
     hu[18:23, 23:28, 28:33] = 40  # a 5-voxel cube centred at (k, j, i) = (20, 25, 30)

@@ -1,8 +1,9 @@
 """The learned nodule detector's network: a small 3-D residual backbone, MONAI's feature pyramid and RetinaNet.
 
 RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017) in 3-D as MONAI ships it for LUNA16
-(``monai.apps.detection``: anchor generator, ATSS matcher, hard-negative sampler, box coder, focal loss, NMS,
-sliding-window inference). Only the backbone is ours, sized for a laptop CPU: MONAI's ResNet/FPN extractor needs
+(``monai.apps.detection``: anchor generator, ATSS matcher, hard-negative sampler, box coder, NMS, sliding-window
+inference). Classification loss: binary cross-entropy on hard-negative-mined anchors as in MONAI's LUNA16 recipe
+and nnDetection (default), or RetinaNet's sigmoid focal loss (γ = 2) on the same anchors. Only the backbone is ours, sized for a laptop CPU: MONAI's ResNet/FPN extractor needs
 torchvision (not available here) and its 256-channel heads cost minutes per CT on a CPU.
 
 Grid: the CT's lung bounding box resampled to an isotropic ``spacing_mm`` grid (default 1.5 mm), HU window
@@ -177,17 +178,27 @@ def _atss_only_detector_class():
     return AtssRetinaNetDetector
 
 
-def build_detector(config: DetectorConfig, *, training: bool = False):
-    """MONAI ``RetinaNetDetector`` around :class:`DetectorBackboneFPN`, with ATSS matching, hard-negative sampling,
-    focal loss (γ = 2), GIoU box loss (training) and NMS box selection.
+CLASSIFICATION_LOSSES = ("bce", "focal")
+
+
+def build_detector(config: DetectorConfig, *, training: bool = False, classification_loss: str = "bce"):
+    """MONAI ``RetinaNetDetector`` around :class:`DetectorBackboneFPN`, with (training) ATSS matching, hard-negative
+    sampling, a classification loss and a smooth-L1 box-delta loss, and NMS box selection.
 
     Args:
         config: architecture and box settings.
         training: also set the matcher, sampler and losses.
+        classification_loss: "bce" (binary cross-entropy, MONAI's LUNA16 recipe) or "focal" (MONAI ``FocalLoss``,
+            γ = 2, Lin et al. 2017), both on the hard-negative-sampled anchors.
 
     Returns:
         monai.apps.detection.networks.retinanet_detector.RetinaNetDetector (one class: nodule).
+
+    Raises:
+        ValueError: unknown ``classification_loss``.
     """
+    if classification_loss not in CLASSIFICATION_LOSSES:
+        raise ValueError(f"classification_loss must be one of {CLASSIFICATION_LOSSES}, got {classification_loss!r}")
     from monai.apps.detection.networks.retinanet_network import RetinaNet
     from monai.apps.detection.utils.anchor_utils import AnchorGeneratorWithAnchorShape
 
@@ -208,4 +219,8 @@ def build_detector(config: DetectorConfig, *, training: bool = False):
                                            min_neg=16)
         detector.set_box_regression_loss(torch.nn.SmoothL1Loss(beta=1.0 / 9, reduction="mean"), encode_gt=True,
                                          decode_pred=False)
+        if classification_loss == "focal":
+            from monai.losses import FocalLoss
+
+            detector.set_cls_loss(FocalLoss(gamma=2.0, reduction="mean"))
     return detector

@@ -7,7 +7,7 @@ procedural phantoms (whose own nodules are truth too). Each composite is resampl
 draw patches (2 around nodules, 1 anywhere, per case and draw: ``RandCropBoxByPosNegLabeld``), zoom, flip along the
 three axes, rotate by multiples of 90° in the axial plane, and jitter intensity. The network
 (:func:`lunglesionai.detector_net.build_detector`) learns with MONAI's ATSS matcher, hard-negative sampler,
-sigmoid focal loss and a smooth-L1 box loss, plus the Retina U-Net segmentation loss (MONAI's Dice + cross-entropy
+binary cross-entropy (or focal) classification loss and a smooth-L1 box loss, plus the Retina U-Net segmentation loss (MONAI's Dice + cross-entropy
 against ellipsoids inscribed in the truth boxes, :func:`box_ellipsoids`); AdamW with a linear warm-up and a cosine
 schedule; fixed seeds.
 
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .composites import Composite, CompositeConfig, NoduleSource, build_composite_set
-from .detector_net import DetectorConfig, build_detector
+from .detector_net import CLASSIFICATION_LOSSES, DetectorConfig, build_detector
 from .learned_detection import DETECTOR_FORMAT, WEIGHTS_FILE, detection_grid
 from .lungmask import segment_lungs
 from .model_store import save_model
@@ -58,6 +58,7 @@ class DetectorTrainConfig:
         seed: seed of composites, sampling, augmentation and initialisation.
         threads: torch CPU threads.
         segmentation_weight: weight of the Retina U-Net segmentation loss (needs ``network.segmentation_head``).
+        classification_loss: "bce" or "focal" (:func:`lunglesionai.detector_net.build_detector`).
         checkpoint_every: also write the model every this many steps (0: only at the end).
         network: the detector's architecture and grid.
     """
@@ -74,6 +75,7 @@ class DetectorTrainConfig:
     seed: int = 0
     threads: int = 2
     segmentation_weight: float = 1.0
+    classification_loss: str = "bce"
     checkpoint_every: int = 0
     network: DetectorConfig = field(default_factory=lambda: DetectorConfig(fpn_channels=16, patch_size=(64, 64, 64),
                                                                            segmentation_head=True))
@@ -293,7 +295,7 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     rng = np.random.default_rng(config.seed)
     transforms = patch_transforms(config.network.patch_size)
     transforms.set_random_state(seed=config.seed)
-    detector = build_detector(config.network, training=True)
+    detector = build_detector(config.network, training=True, classification_loss=config.classification_loss)
     detector.train()
     backbone = detector.network.feature_extractor
     segmentation_loss = None
@@ -360,6 +362,8 @@ def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> argpars
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
     p.add_argument("--segmentation-weight", type=float, default=d.segmentation_weight,
                    help="weight of the Retina U-Net segmentation loss, 0 = plain RetinaNet (default %(default)s)")
+    p.add_argument("--classification-loss", choices=CLASSIFICATION_LOSSES, default=d.classification_loss,
+                   help="bce (MONAI's LUNA16 recipe) or focal (default %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="also write the model every N steps (default: only at the end)")
     p.set_defaults(func=run_train_detector)
@@ -385,7 +389,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
     """``lunglesionai train detector``: build the composites, train, write the model; prints a summary."""
     config = DetectorTrainConfig(steps=args.steps, lr=args.lr, n_real=args.n_real, n_phantom=args.n_phantom,
                                  seed=args.seed, threads=args.threads, segmentation_weight=args.segmentation_weight,
-                                 checkpoint_every=args.checkpoint_every)
+                                 classification_loss=args.classification_loss, checkpoint_every=args.checkpoint_every)
     if not args.lidc and not args.luna16_images:
         raise ValueError("train detector needs --lidc (composites) and/or --luna16-images with --luna16-annotations")
     if bool(args.luna16_images) != bool(args.luna16_annotations):
