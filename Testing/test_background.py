@@ -69,6 +69,16 @@ def test_arguments_use_only_options_the_cli_has_by_default():
             analyze_arguments("ct.nrrd", "out", **bad)
 
 
+def test_detector_names_match_the_pipelines():
+    from lunglesionai.pipeline import DETECTOR_NAMES
+
+    assert set(background.DETECTORS) == set(DETECTOR_NAMES)
+    from lunglesionai.cli import build_parser
+
+    for name in background.DETECTORS:
+        assert build_parser().parse_args(analyze_arguments("ct.nrrd", "out", detector=name)).detector == name
+
+
 def test_command_runs_this_package(monkeypatch, tmp_path):
     argv, env = analyze_command(["--version"])
     assert argv[:3] == [sys.executable, "-m", "lunglesionai"]

@@ -201,3 +201,7 @@ def test_learned_detector_feeds_the_fp_reduction_its_grid(phantom, tmp_path):
     assert report.stages["detection"].startswith("RetinaNet") and "decoupled" in report.stages["fp_reduction"]
     assert [m["name"] for m in report.models][:2] == ["retinanet-detector", "fpr-classifier"]
     assert report.findings and all({"detector_score", "fpr_probability"} <= set(f.extra) for f in report.findings)
+    combined = analyze_volume(phantom.volume, PipelineConfig(detector="combined", grade=False, min_score=0.0,
+                                                             detector_model_dir=str(tmp_path / "det")))
+    assert "RetinaNet" in combined.stages["detection"] and "classical" in combined.stages["detection"]
+    assert {f.extra["detector"] for f in combined.findings} == {"retinanet", "hessian-dot"}

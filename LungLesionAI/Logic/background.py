@@ -51,8 +51,9 @@ __all__ = [
 
 #: Values of the CLI's ``--device`` option; "auto" (the default) is never passed on the command line.
 DEVICES = ("auto", "cpu", "cuda")
-#: Detection methods the CLI's ``--detector`` option accepts now or soon.
-DETECTORS = ("classical", "learned")
+#: Detection methods the CLI's ``--detector`` option accepts (``lunglesionai.pipeline.DETECTOR_NAMES``, repeated
+#: here so that the panel's process need not import the pipeline; a test keeps the two equal).
+DETECTORS = ("learned", "classical", "combined")
 #: Seconds between SIGTERM and SIGKILL when cancelling.
 CANCEL_GRACE_S = 3.0
 #: Stderr lines kept for the error message (the last ones).
@@ -118,7 +119,7 @@ def analyze_arguments(
     Args:
         input_path: CT file or DICOM folder.
         output_dir: output folder (replaced when it exists: ``--overwrite``).
-        detector: "classical" or "learned"; None keeps the CLI's default.
+        detector: one of :data:`DETECTORS`; None keeps the CLI's default.
         min_score: operating point in [0, 1] (``--min-score``): candidates below this detection score are dropped;
             None keeps the CLI's default (0, the most sensitive).
         fp_reduction: False adds ``--no-fpr``.

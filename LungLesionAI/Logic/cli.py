@@ -112,9 +112,12 @@ def _add_progress_arguments(parser: argparse.ArgumentParser) -> None:
 def add_detection_arguments(parser: argparse.ArgumentParser, min_score_default: Optional[float] = None) -> None:
     """``--detector``, ``--no-fpr``, ``--device`` and ``--min-score`` (shared by ``analyze`` and
     ``evaluate detection``)."""
-    parser.add_argument("--detector", default="classical", choices=["classical", "learned"],
-                        help="nodule candidate detector: the classical blob detector (default) or the learned "
-                        "RetinaNet (needs a trained models/detector); the FP-reduction classifier re-scores either")
+    from .pipeline import DETECTOR_NAMES, PipelineConfig
+
+    parser.add_argument("--detector", default=PipelineConfig.detector, choices=DETECTOR_NAMES,
+                        help="nodule candidate detector: learned (the RetinaNet; needs models/detector), classical "
+                        "(the blob detector) or combined (both); the FP-reduction classifier re-scores them "
+                        "(default %(default)s)")
     parser.add_argument("--no-fpr", action="store_true", help="skip the false-positive reduction classifier")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the learned detector runs (default auto: CUDA when available)")

@@ -64,8 +64,9 @@ class PipelineConfig:
     """Settings of :func:`analyze_volume`.
 
     Args:
-        detector: "classical" (multi-scale blob detector, default) or "learned" (the RetinaNet detector; needs a
-            trained ``models/detector``, else the classical one runs and the report says why).
+        detector: "classical" (multi-scale blob detector, default), "learned" (the RetinaNet detector; needs a
+            trained ``models/detector``, else the classical one runs and the report says why) or "combined" (both
+            detectors' candidates, ranked together by the FP reduction).
         blob: settings of the classical detector.
         min_diameter_mm, max_diameter_mm: findings whose segmented equivalent diameter falls outside are dropped
             (3 mm is the smallest nodule Lung-RADS/LUNA16 count; 30 mm separates nodules from masses).
@@ -226,11 +227,27 @@ def _load_learned(name: str, folder: Optional[str]):
     return {"detector": LearnedDetector, "fpr": FalsePositiveReducer, "uld": UniversalLesionDetector}[name].load(folder)
 
 
+def _combined_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
+    """The learned detector's boxes and the classical blob candidates together (each keeps its own detector score
+    and method); the FP reduction ranks them on one scale and duplicate findings are merged after segmentation.
+    Without a detector model this is the classical detector alone (the learned detector's fallback)."""
+    learned = _learned_detector(volume, lung_mask, config)
+    if learned.grid is None and not learned.models:  # fell back to the classical candidates
+        return learned
+    classical = _classical_detector(volume, lung_mask, config)
+    candidates = sorted(learned.candidates + classical.candidates, key=lambda c: -c.score)
+    stage = f"{learned.stages['detection']} + {classical.stages['detection']}"
+    return replace(learned, candidates=candidates, stages={"detection": stage})
+
+
 #: Registry of detection methods: name -> function(volume, lung_mask, config) -> _Detection.
 _DETECTORS: dict[str, Callable[[Volume, np.ndarray, PipelineConfig], _Detection]] = {
     "learned": _learned_detector,
     "classical": _classical_detector,
+    "combined": _combined_detector,
 }
+DETECTOR_NAMES = tuple(_DETECTORS)
+"""The detection methods :class:`PipelineConfig` and the CLI's ``--detector`` accept."""
 
 
 def analyze_volume(
