@@ -4,13 +4,11 @@ Stages (each a function of arrays and geometry; no files, no Slicer):
 
 1. ``reorient_to_lps``: exact axis permutation/flip so the array is LPS-ordered (undone for the masks at the end).
 2. ``lung_mask``: classical lung segmentation (:func:`lunglesionai.lungmask.segment_lungs`).
-3. ``detection``: nodule candidates in the lungs from the classical multi-scale blob detector
-   (:func:`lunglesionai.detection.detect_candidates`, default) or the learned RetinaNet detector
-   (:mod:`lunglesionai.learned_detection`, when a trained ``models/detector`` is installed).
-   ``fp_reduction``: the decoupled classifier (:mod:`lunglesionai.fpr`) re-scores every candidate; the finding's
-   ``detection_score`` is then sqrt(detector score × FPR probability), both kept in ``extra``. Candidates below the
-   operating point (``min_score``; default: the one stored with the FPR model, chosen on the composite validation
-   set) are dropped.
+3. ``detection`` and ``fp_reduction`` (:func:`lunglesionai.detection_stage.detect_nodules`): nodule candidates in
+   the lungs from the learned, classical or combined detector, re-scored by the decoupled FP-reduction classifier;
+   the finding's ``detection_score`` is then sqrt(detector score × FPR probability), both kept in ``extra``.
+   Candidates below the operating point (``min_score``; default: the one stored with the FPR model, chosen on the
+   composite validation set) are dropped.
 4. ``segmentation``: classical per-candidate 3D segmentation (:func:`lunglesionai.segmentation.segment_nodule`).
 5. ``measurement``: centre, axes, volume, mean HU, texture from each mask (:mod:`lunglesionai.measurements`),
    then duplicate merging.
@@ -27,21 +25,19 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from . import __version__
-from .detection import BlobDetectorConfig, Candidate, detect_candidates
+from .detection import BlobDetectorConfig, Candidate
+from .detection_stage import DETECTOR_NAMES, detect_nodules, load_learned_model, torch_device
 from .findings import NOT_RUN, STAGES, Finding, FindingMask, InputInfo, Report
 from .lungmask import segment_lungs
 from .measurements import measure_mask
 from .orientation import reorient_to_lps
 from .segmentation import segment_nodule
 from .volume import Volume
-
-if TYPE_CHECKING:
-    from .learned_detection import DetectionGrid
 
 __all__ = ["PipelineConfig", "ProgressCallback", "analyze_volume", "merge_duplicates"]
 
@@ -99,8 +95,8 @@ class PipelineConfig:
     uld_model_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.detector not in _DETECTORS:
-            raise ValueError(f"unknown detector {self.detector!r}; choose one of {sorted(_DETECTORS)}")
+        if self.detector not in DETECTOR_NAMES:
+            raise ValueError(f"unknown detector {self.detector!r}; choose one of {DETECTOR_NAMES}")
         if not 0 < self.min_diameter_mm < self.max_diameter_mm:
             raise ValueError(
                 f"need 0 < min_diameter_mm < max_diameter_mm, got {self.min_diameter_mm}, {self.max_diameter_mm}"
@@ -113,141 +109,23 @@ class PipelineConfig:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
 
 
-@dataclass(frozen=True)
-class _Detection:
-    """What a detection or FP-reduction step returns: candidates (best first), the Report.stages texts it sets, the
-    models it used, the operating point that applies when ``PipelineConfig.min_score`` is None, and the learned
-    detector's grid (reused by the FP reduction when its spacing matches; None otherwise)."""
-
-    candidates: list[Candidate]
-    stages: dict[str, str]
-    models: list[dict[str, str]] = field(default_factory=list)
-    default_min_score: float = 0.0
-    grid: Optional["DetectionGrid"] = None
-
-
-def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
-    return _Detection(detect_candidates(volume, lung_mask, config.blob),
-                      {"detection": "classical multi-scale blob detector"})
-
-
-def _learned_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
-    from .learned_detection import boxes_to_candidates
-    from .model_store import ModelFileError
-
-    try:
-        detector = _load_learned("detector", config.detector_model_dir)
-    except ModelFileError as error:
-        logger.warning("learned detector unavailable (%s); using the classical detector", error)
-        fallback = _classical_detector(volume, lung_mask, config)
-        return replace(fallback, stages={"detection": f"{fallback.stages['detection']} (the learned detector was "
-                                                      f"not found: {error})"})
-    device = _torch_device(config)
-    grid, boxes, scores = detector.predict(volume, lung_mask, device=device)
-    candidates = [] if grid is None else boxes_to_candidates(volume, grid, boxes, scores, lung_mask)
-    stage = f"RetinaNet 3-D (MONAI) on a {detector.config.spacing_mm} mm grid, {device}"
-    return _Detection(candidates, {"detection": stage}, [detector.model_info()], detector.default_min_score, grid)
-
-
-def _reduce_false_positives(volume: Volume, lung_mask: np.ndarray, detection: _Detection,
-                            config: PipelineConfig) -> _Detection:
-    """Re-score the candidates with the decoupled FP-reduction classifier when it is wanted and installed.
-
-    The new score is sqrt(detector score × FPR probability) (:func:`lunglesionai.learned_detection.combine_scores`);
-    both go into each candidate's ``details``. The default operating point becomes the FPR model's.
-    """
-    from .learned_detection import combine_scores, detection_grid
-    from .model_store import ModelFileError
-
-    if not config.fpr:
-        return replace(detection, stages={**detection.stages, "fp_reduction": NOT_RUN})
-    try:
-        reducer = _load_learned("fpr", config.fpr_model_dir)
-    except ModelFileError as error:
-        logger.warning("false-positive reduction not run: %s", error)
-        return replace(detection, stages={**detection.stages, "fp_reduction": f"{NOT_RUN} (no FPR model: {error})"})
-    candidates, grid = detection.candidates, detection.grid
-    if candidates and (grid is None or grid.spacing_mm != reducer.grid_spacing_mm):
-        grid = detection_grid(volume, lung_mask, reducer.grid_spacing_mm)
-    if grid is not None:
-        centres = grid.lps_to_index(volume.kji_to_lps(np.array([c.center_kji for c in candidates])))
-        probabilities = reducer.probabilities(grid.image, centres)
-        scores = combine_scores(np.array([c.score for c in candidates]), probabilities)
-        candidates = sorted(
-            (replace(c, score=float(s), details={**c.details, "detector_score": round(float(c.score), 4),
-                                                  "fpr_probability": round(float(p), 4)})
-             for c, s, p in zip(candidates, scores, probabilities)),
-            key=lambda c: -c.score)
-    stage = f"decoupled 3-D CNN classifier on {reducer.grid_spacing_mm} mm crops (NoduleNet-style)"
-    return _Detection(candidates, {**detection.stages, "fp_reduction": stage},
-                      detection.models + [reducer.model_info()], reducer.default_min_score, detection.grid)
-
-
 def _universal_lesions(volume: Volume, lung_mask: np.ndarray, nodules: list[Finding],
                        config: PipelineConfig) -> tuple[list[Finding], str, list[dict[str, str]]]:
     """ULD over the whole scan; lesions at reported nodules are dropped; "not run" with the reason without a model."""
     from .model_store import ModelFileError
 
     try:
-        uld = _load_learned("uld", config.uld_model_dir)
+        uld = load_learned_model("uld", config.uld_model_dir)
     except ModelFileError as error:
         logger.warning("universal lesion detection not run: %s", error)
         return [], f"{NOT_RUN} (no ULD model: {error})", []
-    device = _torch_device(config)
+    device = torch_device(config)
     settings = uld.settings()
     lesions = uld.detect_lesions(volume, lung_mask, exclude_findings=nodules, settings=settings, device=device)
     c = uld.config
     stage = (f"MP3D-style 2.5-D RetinaNet ({c.n_slices} slices at {c.slice_spacing_mm} mm, {c.pixel_spacing_mm} mm "
              f"pixels), {device} (operating point: score >= {settings.min_score:.3f})")
     return lesions, stage, [uld.model_info()]
-
-
-def _torch_device(config: PipelineConfig) -> str:
-    return "cuda" if config.device == "cuda" or (config.device == "auto" and torch_cuda_available()) else "cpu"
-
-
-def torch_cuda_available() -> bool:
-    """True when torch sees a CUDA device."""
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-@functools.lru_cache(maxsize=4)
-def _load_learned(name: str, folder: Optional[str]):
-    """The ``detector``, ``fpr`` or ``uld`` model of ``folder`` (None = default folder), loaded once per process.
-
-    Raises:
-        lunglesionai.model_store.ModelFileError: the model is missing or broken.
-    """
-    from .fpr import FalsePositiveReducer
-    from .learned_detection import LearnedDetector
-    from .uld import UniversalLesionDetector
-
-    return {"detector": LearnedDetector, "fpr": FalsePositiveReducer, "uld": UniversalLesionDetector}[name].load(folder)
-
-
-def _combined_detector(volume: Volume, lung_mask: np.ndarray, config: PipelineConfig) -> _Detection:
-    """The learned detector's boxes and the classical blob candidates together (each keeps its own detector score
-    and method); the FP reduction ranks them on one scale and duplicate findings are merged after segmentation.
-    Without a detector model this is the classical detector alone (the learned detector's fallback)."""
-    learned = _learned_detector(volume, lung_mask, config)
-    if learned.grid is None and not learned.models:  # fell back to the classical candidates
-        return learned
-    classical = _classical_detector(volume, lung_mask, config)
-    candidates = sorted(learned.candidates + classical.candidates, key=lambda c: -c.score)
-    stage = f"{learned.stages['detection']} + {classical.stages['detection']}"
-    return replace(learned, candidates=candidates, stages={"detection": stage})
-
-
-#: Registry of detection methods: name -> function(volume, lung_mask, config) -> _Detection.
-_DETECTORS: dict[str, Callable[[Volume, np.ndarray, PipelineConfig], _Detection]] = {
-    "learned": _learned_detector,
-    "classical": _classical_detector,
-    "combined": _combined_detector,
-}
-DETECTOR_NAMES = tuple(_DETECTORS)
-"""The detection methods :class:`PipelineConfig` and the CLI's ``--detector`` accept."""
 
 
 def analyze_volume(
@@ -284,8 +162,7 @@ def analyze_volume(
         lung_mask = segment_lungs(lps_volume)
         stages["lung_mask"] = "classical (threshold, airway removal, left/right split, hole filling)"
     with tracker("detection"):
-        detection = _DETECTORS[config.detector](lps_volume, lung_mask, config)
-        detection = _reduce_false_positives(lps_volume, lung_mask, detection, config)
+        detection = detect_nodules(lps_volume, lung_mask, config)
         threshold = detection.default_min_score if config.min_score is None else config.min_score
         candidates = [c for c in detection.candidates if c.score >= threshold][: config.max_candidates]
         stages.update(detection.stages)
