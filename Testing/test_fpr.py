@@ -111,3 +111,13 @@ def test_classical_proposer_finds_phantom_nodules():
     assert proposals.shape[1] == 3 and len(proposals) > len(truth)
     hits = candidate_labels(proposals, case.boxes)
     assert hits.sum() >= len(truth) // 2, (hits.sum(), len(truth))
+
+
+def test_combined_proposer_concatenates_in_order():
+    from lunglesionai.fpr_training import combined_proposer
+
+    a = lambda case: np.array([[1.0, 2.0, 3.0]])  # noqa: E731
+    b = lambda case: np.zeros((0, 3))  # noqa: E731
+    c = lambda case: [[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # noqa: E731
+    np.testing.assert_array_equal(combined_proposer(a, b, c)(None), [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    assert combined_proposer(b)(None).shape == (0, 3)

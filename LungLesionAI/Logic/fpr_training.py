@@ -29,7 +29,7 @@ from .schedules import warmup_cosine_lr
 if TYPE_CHECKING:
     from .detector_training import TrainingCase
 
-__all__ = ["FprTrainConfig", "mine_candidates", "train_fpr", "add_train_fpr_parser", "run_train_fpr"]
+__all__ = ["FprTrainConfig", "learned_proposer", "classical_proposer", "combined_proposer", "mine_candidates", "train_fpr", "add_train_fpr_parser", "run_train_fpr"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,15 @@ def classical_proposer(spacing_mm: float) -> Callable[[TrainingCase], np.ndarray
         volume = Volume(hu, (spacing_mm,) * 3, (0.0, 0.0, 0.0))
         candidates = detect_candidates(volume, segment_lungs(volume))
         return np.array([c.center_kji[::-1] for c in candidates], float).reshape(-1, 3)
+
+    return propose
+
+
+def combined_proposer(*proposers: Callable[[TrainingCase], np.ndarray]) -> Callable[[TrainingCase], np.ndarray]:
+    """Candidate centres (N, 3) of several proposers, concatenated (the pipeline's "combined" detector)."""
+
+    def propose(case) -> np.ndarray:
+        return np.concatenate([np.asarray(p(case), float).reshape(-1, 3) for p in proposers])
 
     return propose
 
@@ -209,9 +218,9 @@ def add_train_fpr_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
     p = subparsers.add_parser("fpr", help="train the false-positive-reduction classifier on the detector's "
                               "candidates in training composites")
-    p.add_argument("--candidates", choices=["classical", "learned"], default="classical",
-                   help="detector whose candidates are mined (default %(default)s)")
-    p.add_argument("--detector", help="trained detector folder (with --candidates learned)")
+    p.add_argument("--candidates", choices=["classical", "learned", "combined"], default="classical",
+                   help="detector whose candidates are mined; combined = both (default %(default)s)")
+    p.add_argument("--detector", help="trained detector folder (with --candidates learned or combined)")
     add_composite_arguments(p, lidc_required=True)
     p.add_argument("--out", required=True, help="model folder to write (fpr.pt, config.json)")
     p.add_argument("--steps", type=int, default=FprTrainConfig.steps, help="optimiser steps (default %(default)s)")
@@ -227,13 +236,16 @@ def run_train_fpr(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     start = time.monotonic()
     composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed)
-    if args.candidates == "learned":
+    if args.candidates in ("learned", "combined"):
         if not args.detector:
-            raise ValueError("--candidates learned needs --detector DIR")
+            raise ValueError(f"--candidates {args.candidates} needs --detector DIR")
         detector = LearnedDetector.load(args.detector)
         composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed,
                                          network=detector.config)
-        propose, source = learned_proposer(detector), {"candidates": "learned", "detector_sha256": detector.sha256}
+        propose, source = learned_proposer(detector), {"candidates": args.candidates,
+                                                       "detector_sha256": detector.sha256}
+        if args.candidates == "combined":
+            propose = combined_proposer(propose, classical_proposer(composites.network.spacing_mm))
     else:
         propose = classical_proposer(composites.network.spacing_mm)
         source = {"candidates": "classical multi-scale blob detector"}
