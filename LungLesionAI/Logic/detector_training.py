@@ -63,7 +63,7 @@ class DetectorTrainConfig:
         network: the detector's architecture and grid.
     """
 
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 4
     lr: float = 1e-3
     weight_decay: float = 1e-4
