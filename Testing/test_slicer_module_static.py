@@ -161,19 +161,20 @@ def test_ui_widget_classes_are_qt_or_declared(ui_widgets):
 
 
 def test_operating_point_default_is_documented(module_ast, ui_widgets):
+    """The panel's default operating point is the FP-reduction model's, in the module, the .ui and its tooltip."""
+    import json
+
+    model_default = json.loads((REPO_ROOT / "models" / "fpr" / "config.json").read_text())["operating_point"]["min_score"]
     slider = ui_widgets["minScoreSliderWidget"]
     values = {p.get("name"): p.findtext("double") for p in slider.findall("property")}
-    assert float(values["value"]) == 0.5 and float(values["minimum"]) == 0.0 and float(values["maximum"]) == 1.0
+    assert float(values["value"]) == model_default
+    assert float(values["minimum"]) == 0.0 and float(values["maximum"]) == 1.0
     tooltip = slider.find("property[@name='toolTip']").findtext("string")
-    assert "0.5 (default)" in tooltip and "false positive" in tooltip
+    assert f"{model_default} (default)" in tooltip and "false positive" in tooltip
     defaults = {stmt.targets[0].id: ast.literal_eval(stmt.value) for stmt in module_ast.body
                 if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
                 and stmt.targets[0].id == "DEFAULT_MIN_SCORE"}
-    assert defaults == {"DEFAULT_MIN_SCORE": 0.5}
-    import json
-
-    fpr_config = json.loads((REPO_ROOT / "models" / "fpr" / "config.json").read_text())
-    assert fpr_config["operating_point"]["min_score"] == defaults["DEFAULT_MIN_SCORE"]  # the panel = the model
+    assert defaults == {"DEFAULT_MIN_SCORE": model_default}
 
 
 def test_widget_does_no_mrml_work(module_ast):

@@ -79,7 +79,7 @@ class PipelineConfig:
         device: "auto" (CUDA when torch sees one), "cpu" or "cuda" for the learned detector.
     """
 
-    detector: str = "classical"
+    detector: str = "combined"
     blob: BlobDetectorConfig = field(default_factory=BlobDetectorConfig)
     min_diameter_mm: float = 3.0
     max_diameter_mm: float = 30.0
