@@ -60,15 +60,17 @@ class PipelineConfig:
     """Settings of :func:`analyze_volume`.
 
     Args:
-        detector: "classical" (multi-scale blob detector, default), "learned" (the RetinaNet detector; needs a
-            trained ``models/detector``, else the classical one runs and the report says why) or "combined" (both
-            detectors' candidates, ranked together by the FP reduction).
+        detector: "combined" (default: both detectors' candidates, ranked together by the FP reduction),
+            "learned" (the Retina U-Net detector alone) or "classical" (the multi-scale blob detector alone, the
+            baseline). Without a trained ``models/detector`` "combined" and "learned" run the classical detector and
+            the report says why.
         blob: settings of the classical detector.
         min_diameter_mm, max_diameter_mm: findings whose segmented equivalent diameter falls outside are dropped
             (3 mm is the smallest nodule Lung-RADS/LUNA16 count; 30 mm separates nodules from masses).
         max_candidates: at most this many candidates are segmented (highest detector score first).
-        min_score: operating point: candidates whose score is below it are not segmented; None: the detector's
-            default (learned: stored with the FPR model; classical: 0, the most sensitive).
+        min_score: operating point: candidates whose score is below it are not segmented; None: the model's
+            default (with FP reduction the FPR model's, else the learned detector's; classical alone: 0, the most
+            sensitive). All stored in the models' ``config.json``, chosen on the composite validation set.
         grade: run the DenseSharp grader.
         grader_model_dir, detector_model_dir, fpr_model_dir: model folders (None: ``models/<name>`` or
             ``$LUNGLESIONAI_MODELS/<name>``).
