@@ -134,7 +134,8 @@ def load_learned_model(name: str, folder: Optional[str]):
 
 def _combined_detector(volume: Volume, lung_mask: np.ndarray, config: "PipelineConfig") -> DetectionResult:
     """The learned detector's boxes and the classical blob candidates together (each keeps its own detector score
-    and method); the FP reduction ranks them on one scale and duplicate findings are merged after segmentation.
+    and method); the FP reduction ranks them on one scale and duplicate findings are merged after segmentation
+    (without it the two detectors' scores are not comparable: use "learned" or "classical" with ``fpr=False``).
     Without a detector model this is the classical detector alone (the learned detector's fallback)."""
     learned = _learned_detector(volume, lung_mask, config)
     if learned.grid is None and not learned.models:  # fell back to the classical candidates
