@@ -34,7 +34,7 @@ from .detector_net import CLASSIFICATION_LOSSES, DetectorConfig, build_detector
 from .learned_detection import DETECTOR_FORMAT, WEIGHTS_FILE, detection_grid
 from .lungmask import segment_lungs
 from .model_store import save_model
-from .schedules import warmup_cosine_lr
+from .schedules import scheduled_step
 
 __all__ = ["DetectorTrainConfig", "TrainingCase", "case_from_composite", "training_cases", "luna16_cases",
            "patch_transforms", "box_ellipsoids", "add_composite_arguments",
@@ -309,8 +309,6 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     start = time.monotonic()
     for step in range(config.steps):
         batch = [next(stream) for _ in range(config.batch_size)]
-        for group in optimiser.param_groups:
-            group["lr"] = warmup_cosine_lr(step, config.steps, config.warmup_steps, config.lr)
         terms = detector([b["image"] for b in batch],
                          [{"boxes": b["box"], "labels": b["label"]} for b in batch])
         loss = terms["classification"] + terms["box_regression"]
@@ -319,11 +317,8 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
             target = torch.stack([box_ellipsoids(b["box"], tuple(logits.shape[2:]), stride=2) for b in batch])
             terms["segmentation"] = segmentation_loss(logits, target)
             loss = loss + config.segmentation_weight * terms["segmentation"]
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(detector.network.parameters(), 10.0)
-        optimiser.step()
-        losses.append(float(loss.detach()))
+        losses.append(scheduled_step(optimiser, loss, step, config.steps, config.warmup_steps, config.lr,
+                                     clip_norm=10.0))
         if (step + 1) % progress_every == 0:
             logger.info("step %d/%d loss %.4f (%s) %.0f s", step + 1, config.steps, np.mean(losses[-progress_every:]),
                         ", ".join(f"{k} {float(v.detach()):.4f}" for k, v in terms.items()), time.monotonic() - start)

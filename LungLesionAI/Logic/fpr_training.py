@@ -24,7 +24,7 @@ import torch
 
 from .fpr import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
 from .model_store import save_model
-from .schedules import warmup_cosine_lr
+from .schedules import scheduled_step
 
 if TYPE_CHECKING:
     from .detector_training import TrainingCase
@@ -189,16 +189,11 @@ def train_fpr(crops: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike,
     losses = []
     start = time.monotonic()
     for step in range(config.steps):
-        for group in optimiser.param_groups:
-            group["lr"] = warmup_cosine_lr(step, config.steps, 0, config.lr)
         rows = np.concatenate([rng.choice(pos, half), rng.choice(neg, config.batch_size - half)])
         x = _augment(crops[rows], rng, size)
         y = torch.from_numpy(labels[rows].astype(np.float32))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
+        losses.append(scheduled_step(optimiser, loss, step, config.steps, 0, config.lr))
         if (step + 1) % 100 == 0:
             logger.info("fpr step %d/%d loss %.4f", step + 1, config.steps, np.mean(losses[-100:]))
     seconds = time.monotonic() - start

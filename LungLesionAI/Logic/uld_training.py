@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .model_store import save_model
-from .schedules import warmup_cosine_lr
+from .schedules import scheduled_step
 from .uld import ULD_FORMAT, WEIGHTS_FILE
 from .uld_data import (
     SlabSample,
@@ -203,15 +203,10 @@ def train_uld(train_cases: list[ULDCase], config: ULDTrainConfig, val_cases: lis
         if config.device != "cpu":
             images = [im.to(config.device) for im in images]
             targets = [{k: v.to(config.device) for k, v in t.items()} for t in targets]
-        for group in optimiser.param_groups:
-            group["lr"] = warmup_cosine_lr(step, config.steps, config.warmup_steps, config.lr)
         terms = detector(images, targets)
         loss = terms[detector.cls_key] + terms[detector.box_reg_key]
-        optimiser.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(detector.network.parameters(), 10.0)
-        optimiser.step()
-        losses.append(float(loss.detach()))
+        losses.append(scheduled_step(optimiser, loss, step, config.steps, config.warmup_steps, config.lr,
+                                     clip_norm=10.0))
         if (step + 1) % progress_every == 0:
             logger.info("step %d/%d loss %.4f %.0f s", step + 1, config.steps, np.mean(losses[-progress_every:]),
                         time.monotonic() - start)
