@@ -121,3 +121,27 @@ def test_combined_proposer_concatenates_in_order():
     c = lambda case: [[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]  # noqa: E731
     np.testing.assert_array_equal(combined_proposer(a, b, c)(None), [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
     assert combined_proposer(b)(None).shape == (0, 3)
+
+
+def test_learned_proposer_runs_the_detector_on_its_own_spacing_and_maps_centres_back():
+    from lunglesionai.detector_net import DetectorConfig, build_detector
+    from lunglesionai.detector_training import TrainingCase
+    from lunglesionai.fpr_training import _resampled, learned_proposer
+    from lunglesionai.learned_detection import DetectionGrid, LearnedDetector
+
+    image = np.zeros((24, 24, 16), np.float32)
+    image[10, 12, 6] = 1.0  # one bright voxel on a 1.5 mm grid
+    finer = _resampled(image, 1.5, 1.0)
+    assert finer.shape == (40, 40, 24)  # 24·1.5 = 36 → 40 and 16·1.5 = 24 voxels (multiples of 8)
+    assert np.unravel_index(np.argmax(finer), finer.shape) == (15, 18, 9)  # same point: index × 1.5 / 1.0
+    config = DetectorConfig(channels=(8, 8), fpn_channels=8, patch_size=(32, 32, 32), base_anchor_shapes=((4, 4, 4),),
+                            score_threshold=0.0, spacing_mm=1.0)
+    detector = LearnedDetector(config, build_detector(config).network.state_dict(), "0" * 64, {})
+    case = TrainingCase("c", np.random.default_rng(0).random((1, 32, 32, 32), np.float32), np.zeros((0, 6)))
+    centres = learned_proposer(detector, 1.5)(case)
+    boxes, _ = detector.predict_grid(DetectionGrid(_resampled(case.image[0], 1.5, 1.0), np.zeros(3), 1.0))
+    assert len(centres) == len(boxes) > 0
+    np.testing.assert_allclose(centres, 0.5 * (boxes[:, :3] + boxes[:, 3:]) / 1.5, rtol=1e-5)
+    same = learned_proposer(detector, 1.0)(case)  # same spacing: no resampling
+    boxes, _ = detector.predict_grid(DetectionGrid(case.image[0], np.zeros(3), 1.0))
+    np.testing.assert_allclose(same, 0.5 * (boxes[:, :3] + boxes[:, 3:]))

@@ -177,6 +177,32 @@ def test_retina_unet_training_uses_the_segmentation_head_and_checkpoints(tmp_pat
     assert boxes.shape[1] == 6 and len(boxes) == len(scores)
 
 
+def test_training_can_start_from_a_trained_detector_of_the_same_architecture(tmp_path):
+    from dataclasses import replace
+
+    from lunglesionai.detector_training import initial_weights
+
+    start = build_detector(TINY)
+    save_model(tmp_path / "start", start.network.state_dict(), "detector.pt",
+               {"format": DETECTOR_FORMAT, "network": TINY.to_dict()})
+    finer = replace(TINY, spacing_mm=1.0)  # another grid spacing is allowed
+    assert set(initial_weights(tmp_path / "start", finer)) == set(start.network.state_dict())
+    config = DetectorTrainConfig(steps=1, batch_size=1, lr=1e-9, warmup_steps=0, threads=1, network=finer,
+                                 init_from=str(tmp_path / "start"))
+    train_detector([_synthetic_case(0)], tmp_path / "tuned", config)
+    tuned = LearnedDetector.load(tmp_path / "tuned").network.network.state_dict()
+    weights = [k for k, v in tuned.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.allclose(tuned[k], start.network.state_dict()[k], atol=1e-6) for k in weights)
+    fresh = DetectorTrainConfig(steps=1, batch_size=1, lr=1e-9, warmup_steps=0, threads=1, network=finer)
+    train_detector([_synthetic_case(0)], tmp_path / "fresh", fresh)  # seed 0 as above, but no starting weights
+    other = LearnedDetector.load(tmp_path / "fresh").network.network.state_dict()
+    assert not all(torch.allclose(other[k], start.network.state_dict()[k], atol=1e-6) for k in weights)
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["init_from"] == str(
+        tmp_path / "start")
+    with pytest.raises(ModelFileError, match="fpn_channels"):
+        initial_weights(tmp_path / "start", replace(TINY, fpn_channels=16))
+
+
 def test_luna16_scans_become_training_cases(tmp_path):
     from lunglesionai.detector_training import luna16_cases
     import SimpleITK as sitk

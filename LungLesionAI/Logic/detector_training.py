@@ -37,7 +37,7 @@ from .model_store import save_model
 from .schedules import scheduled_step
 
 __all__ = ["DetectorTrainConfig", "TrainingCase", "case_from_composite", "training_cases", "luna16_cases",
-           "patch_transforms", "box_ellipsoids", "add_composite_arguments",
+           "patch_transforms", "box_ellipsoids", "add_composite_arguments", "initial_weights",
            "train_detector", "add_train_detector_parser", "run_train_detector"]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ class DetectorTrainConfig:
         segmentation_weight: weight of the Retina U-Net segmentation loss (needs ``network.segmentation_head``).
         classification_loss: "bce" or "focal" (:func:`lunglesionai.detector_net.build_detector`).
         checkpoint_every: also write the model every this many steps (0: only at the end).
+        init_from: a trained detector folder whose weights start the training (fine-tuning, e.g. on another grid
+            spacing); its architecture must equal ``network``'s apart from ``spacing_mm`` and the box-selector
+            settings. None: random initialisation.
         network: the detector's architecture and grid.
     """
 
@@ -77,6 +80,7 @@ class DetectorTrainConfig:
     segmentation_weight: float = 1.0
     classification_loss: str = "bce"
     checkpoint_every: int = 0
+    init_from: Optional[str] = None
     network: DetectorConfig = field(default_factory=lambda: DetectorConfig(fpn_channels=16, patch_size=(64, 64, 64),
                                                                            segmentation_head=True))
 
@@ -296,6 +300,8 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     transforms = patch_transforms(config.network.patch_size)
     transforms.set_random_state(seed=config.seed)
     detector = build_detector(config.network, training=True, classification_loss=config.classification_loss)
+    if config.init_from is not None:
+        detector.network.load_state_dict(initial_weights(config.init_from, config.network))
     detector.train()
     backbone = detector.network.feature_extractor
     segmentation_loss = None
@@ -330,6 +336,31 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
                                int(sum(len(c.boxes) for c in cases)))
 
 
+ARCHITECTURE_FIELDS = ("channels", "fpn_channels", "base_anchor_shapes", "segmentation_head")
+"""The :class:`DetectorConfig` fields that must match for weights to carry over (:func:`initial_weights`)."""
+
+
+def initial_weights(folder: str | os.PathLike, network: DetectorConfig) -> dict:
+    """The state dict of the trained detector in ``folder``, to start training ``network`` from it.
+
+    The grid spacing may differ (the network is convolutional: a model trained at 1.5 mm fine-tunes at 1.0 mm,
+    where the same nodule spans 1.5× more voxels).
+
+    Raises:
+        lunglesionai.model_store.ModelFileError: the folder holds no valid detector, or its architecture
+            (:data:`ARCHITECTURE_FIELDS`) differs from ``network``'s (the message names the fields).
+    """
+    from .model_store import ModelFileError, load_model
+
+    saved, state, _ = load_model(folder, DETECTOR_FORMAT, "lunglesionai train detector --out DIR")
+    other = DetectorConfig.from_dict(saved["network"])
+    differing = [f for f in ARCHITECTURE_FIELDS if getattr(other, f) != getattr(network, f)]
+    if differing:
+        raise ModelFileError(f"{folder}: cannot start from this detector, its {', '.join(differing)} differ from "
+                             f"the network being trained")
+    return state
+
+
 def _save_detector(out_dir, detector, config: DetectorTrainConfig, steps_done: int, seconds: float) -> str:
     training = asdict(config)
     training["network"] = config.network.to_dict()
@@ -361,6 +392,10 @@ def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> argpars
                    help="bce (MONAI's LUNA16 recipe) or focal (default %(default)s)")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="also write the model every N steps (default: only at the end)")
+    p.add_argument("--spacing", type=float, default=d.network.spacing_mm,
+                   help="isotropic grid spacing the detector learns and runs on, mm (default %(default)s)")
+    p.add_argument("--init", metavar="DIR", help="start from the weights of this trained detector (same "
+                   "architecture; another --spacing is allowed): fine-tuning")
     p.set_defaults(func=run_train_detector)
     return p
 
@@ -382,9 +417,15 @@ def add_composite_arguments(parser: argparse.ArgumentParser, lidc_required: bool
 
 def run_train_detector(args: argparse.Namespace) -> int:
     """``lunglesionai train detector``: build the composites, train, write the model; prints a summary."""
+    from dataclasses import replace
+
+    base = DetectorTrainConfig()
     config = DetectorTrainConfig(steps=args.steps, lr=args.lr, n_real=args.n_real, n_phantom=args.n_phantom,
                                  seed=args.seed, threads=args.threads, segmentation_weight=args.segmentation_weight,
-                                 classification_loss=args.classification_loss, checkpoint_every=args.checkpoint_every)
+                                 classification_loss=args.classification_loss, checkpoint_every=args.checkpoint_every,
+                                 init_from=args.init, network=replace(base.network, spacing_mm=args.spacing))
+    if args.init:
+        initial_weights(args.init, config.network)  # fail before the composites are built
     if not args.lidc and not args.luna16_images:
         raise ValueError("train detector needs --lidc (composites) and/or --luna16-images with --luna16-annotations")
     if bool(args.luna16_images) != bool(args.luna16_annotations):

@@ -26,7 +26,8 @@ __all__ = ["FPR_FORMAT", "FprConfig", "FprNet", "grid_crops", "FalsePositiveRedu
 FPR_FORMAT = "lunglesionai-fpr/1"
 WEIGHTS_FILE = "fpr.pt"
 DEFAULT_GRID_SPACING_MM = 1.5
-"""Grid spacing assumed when a model's config.json names none (the detector grid's default)."""
+"""The classifier's grid spacing, mm: ``train fpr`` builds its composites at it (whatever the detector's grid), and
+a model whose config.json names none is assumed to use it."""
 FALLBACK_MIN_SCORE = 0.5
 """Operating point on the combined score when the model's config.json names none."""
 

@@ -1,7 +1,9 @@
 """``lunglesionai train fpr``: the false-positive-reduction classifier trained on the detector's own candidates.
 
 Data: the detector's training composites (:func:`lunglesionai.detector_training.training_cases`, LIDC ``train``
-nodules only, in the real chest CT and in phantoms). The trained detector runs on each; a candidate whose centre
+nodules only, in the real chest CT and in phantoms), on the classifier's 1.5 mm grid
+(:data:`lunglesionai.fpr.DEFAULT_GRID_SPACING_MM`). The trained detector runs on each (on its own grid spacing,
+resampled when it differs); a candidate whose centre
 lies inside a truth box (grown by 1 voxel) is a positive, every other candidate is a hard negative (vessel ends
 and bifurcations, pleura, airway walls, the heart border: whatever the detector fires on), and each truth box's
 centre adds one more positive. Crops (:func:`lunglesionai.fpr.grid_crops`) are augmented by flips along the three
@@ -16,13 +18,13 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
-from .fpr import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
+from .fpr import DEFAULT_GRID_SPACING_MM, FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
 from .model_store import save_model
 from .schedules import scheduled_step
 
@@ -71,15 +73,38 @@ def candidate_labels(centres_xyz: np.ndarray, truth_boxes: np.ndarray, grow: flo
     return inside.any(axis=1).astype(np.int64)
 
 
-def learned_proposer(detector) -> Callable[[TrainingCase], np.ndarray]:
-    """Candidate centres (N, 3) in grid voxels from the learned detector on a case's grid."""
+def learned_proposer(detector, case_spacing_mm: float) -> Callable[[TrainingCase], np.ndarray]:
+    """Candidate centres (N, 3) in grid voxels of a case from the learned detector.
+
+    The case's grid (isotropic ``case_spacing_mm``, the classifier's) is resampled to the detector's spacing
+    when they differ (linear, same origin; sides rounded up to multiples of 8), and the box centres are mapped
+    back: index on the case grid = index on the detector grid × detector spacing / case spacing.
+    """
     from .learned_detection import DetectionGrid
 
+    ratio = detector.config.spacing_mm / case_spacing_mm
+
     def propose(case) -> np.ndarray:
-        boxes, _ = detector.predict_grid(DetectionGrid(case.image[0], np.zeros(3), 1.0))
-        return 0.5 * (boxes[:, :3] + boxes[:, 3:]) if len(boxes) else np.zeros((0, 3))
+        image = case.image[0]
+        if ratio != 1.0:
+            image = _resampled(image, case_spacing_mm, detector.config.spacing_mm)
+        boxes, _ = detector.predict_grid(DetectionGrid(image, np.zeros(3), detector.config.spacing_mm))
+        return 0.5 * (boxes[:, :3] + boxes[:, 3:]) * ratio if len(boxes) else np.zeros((0, 3))
 
     return propose
+
+
+def _resampled(image_xyz: np.ndarray, spacing_mm: float, new_spacing_mm: float, multiple: int = 8) -> np.ndarray:
+    """An (X, Y, Z) isotropic grid resampled (SimpleITK, linear, same origin, 0 outside) to ``new_spacing_mm``."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(image_xyz.transpose(2, 1, 0), dtype=np.float32))
+    image.SetSpacing([float(spacing_mm)] * 3)
+    size = np.ceil(np.array(image_xyz.shape) * spacing_mm / new_spacing_mm / multiple).astype(int) * multiple
+    reference = sitk.Image([int(v) for v in size], sitk.sitkFloat32)
+    reference.SetSpacing([float(new_spacing_mm)] * 3)
+    out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
+    return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
 
 
 def classical_proposer(spacing_mm: float) -> Callable[[TrainingCase], np.ndarray]:
@@ -230,15 +255,15 @@ def run_train_fpr(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     start = time.monotonic()
-    composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed)
+    base = DetectorTrainConfig()
+    composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed,
+                                     network=replace(base.network, spacing_mm=DEFAULT_GRID_SPACING_MM))
     if args.candidates in ("learned", "combined"):
         if not args.detector:
             raise ValueError(f"--candidates {args.candidates} needs --detector DIR")
         detector = LearnedDetector.load(args.detector)
-        composites = DetectorTrainConfig(n_real=args.n_real, n_phantom=args.n_phantom, seed=args.seed,
-                                         network=detector.config)
-        propose, source = learned_proposer(detector), {"candidates": args.candidates,
-                                                       "detector_sha256": detector.sha256}
+        propose = learned_proposer(detector, composites.network.spacing_mm)
+        source = {"candidates": args.candidates, "detector_sha256": detector.sha256}
         if args.candidates == "combined":
             propose = combined_proposer(propose, classical_proposer(composites.network.spacing_mm))
     else:
