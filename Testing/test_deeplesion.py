@@ -30,7 +30,7 @@ COLUMNS = ["File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_
            "Possibly_noisy", "Slice_range", "Spacing_mm_px_", "Image_size", "DICOM_windows", "Patient_gender",
            "Patient_age", "Train_Val_Test"]
 SQUARE = (30, 20, 41, 29)  # x0, y0, x1, y1 (inclusive pixels) of a 500 HU square on slices 104–106
-CONFIG = ULDConfig(n_slices=5, z_kernels=(3, 1, 1, 1), channels=(8, 8, 8, 8), fpn_channels=16,
+CONFIG = ULDConfig(n_slices=5, z_kernels=(3, 1, 1, 1), channels=(8, 8, 8, 8), fpn_channels=16, pixel_spacing_mm=1.4,
                    base_anchor_shapes=((6, 6),))
 
 

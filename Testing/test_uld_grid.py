@@ -26,7 +26,7 @@ def _volume_with_cube(direction):
 def test_slice_grid_keeps_lps_positions(direction):
     volume = _volume_with_cube(direction)
     grid = slice_grid(volume, CONFIG)
-    assert grid.spacing_mm == (1.4, 1.4, 2.0)
+    assert grid.spacing_mm == (CONFIG.pixel_spacing_mm, CONFIG.pixel_spacing_mm, CONFIG.slice_spacing_mm)
     assert grid.shape_zyx[1] % 32 == 0 and grid.shape_zyx[2] % 32 == 0
     assert grid.shape_zyx[0] == 20  # 39 mm of slice centres at 2 mm: 20 slices, no z padding
     cube_lps = volume.kji_to_lps([[20.0, 30.0, 35.0]])[0]

@@ -86,12 +86,12 @@ class ULDConfig:
 
     n_slices: int = 9
     slice_spacing_mm: float = 2.0
-    pixel_spacing_mm: float = 1.4
+    pixel_spacing_mm: float = 1.0
     hu_windows: tuple[tuple[float, float], ...] = DEFAULT_HU_WINDOWS
     channels: tuple[int, int, int, int] = (16, 32, 48, 64)
     z_kernels: tuple[int, int, int, int] = (3, 3, 1, 1)
     fpn_channels: int = 32
-    base_anchor_shapes: tuple[tuple[int, int], ...] = ((6, 6), (10, 10))
+    base_anchor_shapes: tuple[tuple[int, int], ...] = ((4, 4), (8, 8))
     lesion_types: tuple[str, ...] = DEEPLESION_TYPES
     score_threshold: float = 0.05
     topk_per_level: int = 100
