@@ -53,7 +53,7 @@ STAGES = ("detection", "fp_reduction", "segmentation", "grading", "lesions")
 DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading")
 #: Default operating point: the FP-reduction model's (models/fpr/config.json "operating_point", chosen on the
 #: composite validation set: at most 1 false positive per scan); 0 keeps every candidate. See README.
-DEFAULT_MIN_SCORE = 0.4
+DEFAULT_MIN_SCORE = 0.55
 #: Minimum torch version (installed through the PyTorch extension, not pip).
 TORCH_REQUIREMENT = ">=2.2"
 STAGE_TITLES = {
@@ -229,7 +229,7 @@ class LungLesionAIParameterNode:
     runLesions: universal lesion detection: other lesions anywhere in the scan, as ROI boxes (experimental, off by
         default: many false positives on real scans).
     device: "auto", "cpu" or "cuda" for the deep-learning stages.
-    minScore: operating point, the lowest finding score kept: 0.4 (default) is the FP-reduction model's documented
+    minScore: operating point, the lowest finding score kept: 0.55 (default) is the FP-reduction model's documented
         operating point; 0 keeps every candidate (most sensitive, most false positives).
     resultTable: the findings table shown in the panel.
     """
@@ -651,7 +651,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             inputVolumeNode: vtkMRMLScalarVolumeNode in HU.
             stages: names from :data:`STAGES` ("detection" required; default: all nodule stages).
             device: "auto", "cpu" or "cuda".
-            minScore: operating point in [0, 1] (default 0.4, see :data:`DEFAULT_MIN_SCORE`; 0 keeps every candidate).
+            minScore: operating point in [0, 1] (default 0.55, see :data:`DEFAULT_MIN_SCORE`; 0 keeps every candidate).
             progressCallback: ``callback(stage, fraction)`` while it runs.
             timeoutSeconds: cancel and raise TimeoutError after this long.
 

@@ -186,7 +186,8 @@ def test_training_can_start_from_a_trained_detector_of_the_same_architecture(tmp
     save_model(tmp_path / "start", start.network.state_dict(), "detector.pt",
                {"format": DETECTOR_FORMAT, "network": TINY.to_dict()})
     finer = replace(TINY, spacing_mm=1.0)  # another grid spacing is allowed
-    assert set(initial_weights(tmp_path / "start", finer)) == set(start.network.state_dict())
+    state, sha = initial_weights(tmp_path / "start", finer)
+    assert set(state) == set(start.network.state_dict())
     config = DetectorTrainConfig(steps=1, batch_size=1, lr=1e-9, warmup_steps=0, threads=1, network=finer,
                                  init_from=str(tmp_path / "start"))
     train_detector([_synthetic_case(0)], tmp_path / "tuned", config)
@@ -197,8 +198,8 @@ def test_training_can_start_from_a_trained_detector_of_the_same_architecture(tmp
     train_detector([_synthetic_case(0)], tmp_path / "fresh", fresh)  # seed 0 as above, but no starting weights
     other = LearnedDetector.load(tmp_path / "fresh").network.network.state_dict()
     assert not all(torch.allclose(other[k], start.network.state_dict()[k], atol=1e-6) for k in weights)
-    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]["init_from"] == str(
-        tmp_path / "start")
+    training = json.loads((tmp_path / "tuned" / "config.json").read_text())["training"]
+    assert training["init_from"] == str(tmp_path / "start") and training["init_sha256"] == sha
     with pytest.raises(ModelFileError, match="fpn_channels"):
         initial_weights(tmp_path / "start", replace(TINY, fpn_channels=16))
 
@@ -226,3 +227,14 @@ def test_luna16_scans_become_training_cases(tmp_path):
     np.testing.assert_allclose(box[3:] - box[:3], truth[0]["diameter_mm"] / 1.5, rtol=1e-5)
     with pytest.raises(FileNotFoundError, match="no image"):
         luna16_cases(tmp_path, tmp_path / "annotations.csv", 1.5, ["9.9"])
+
+
+def test_near_lung_test_equals_a_two_step_dilation():
+    from scipy import ndimage
+
+    from lunglesionai.learned_detection import _near_mask
+
+    mask = np.random.default_rng(3).random((12, 11, 10)) > 0.97
+    dilated = ndimage.binary_dilation(mask, iterations=2)
+    for index in np.ndindex(mask.shape):
+        assert _near_mask(mask, np.array(index), 2) == dilated[index], index

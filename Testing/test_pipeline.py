@@ -41,7 +41,7 @@ def test_graded_findings_carry_probabilities_and_the_model(report):
         assert set(f.invasiveness) == {"pre-invasive", "minimally-invasive", "invasive"}
         assert sum(f.invasiveness.values()) == pytest.approx(1.0, abs=1e-3)
         assert f.texture in ("solid", "part-solid", "ground-glass")
-        assert f.extra["mask_source"] in ("densesharp", "classical")
+        assert f.extra["mask_source"] in ("densesharp", "classical", "detector box")
 
 
 def test_without_grader_fields_stay_empty(phantom, tmp_path):
@@ -58,7 +58,9 @@ def test_finds_most_phantom_nodules_with_few_false_positives(phantom, report):
     every_candidate = analyze_volume(phantom.volume, PipelineConfig(min_score=0.0, grade=False))
     match = score_against_phantom(every_candidate, phantom.truth_table())
     assert match.sensitivity >= 0.6, match
-    assert match.false_positives <= 15  # two detectors' candidates (12 on this phantom), each segmented and measured
+    # two detectors' candidates, each segmented and measured; learned ones are kept even where the segmentation cannot
+    # separate them from a vessel (22 on this phantom; 12 before that change and the 1.0 mm detector)
+    assert match.false_positives <= 25
     default = score_against_phantom(report, phantom.truth_table())  # the documented operating point
     assert default.sensitivity >= 0.5, default
     assert default.false_positives <= max(2, match.false_positives // 2)

@@ -120,3 +120,31 @@ def test_lidc_nodules_dice():
         mask = segment_nodule(volume, tuple(np.argwhere(truth).mean(0)), float(row["diameter_mm"]) / 2)
         dice.append(0.0 if mask is None else _dice(mask, truth))
     assert np.mean(dice) > 0.65
+
+
+def test_ball_mask_stands_in_where_a_nodule_cannot_be_separated():
+    from lunglesionai.detection import LEARNED_METHOD_NAME, Candidate
+    from lunglesionai.pipeline import _segment_candidate
+    from lunglesionai.segmentation import ball_mask
+
+    z, y, _x = _grid()
+    nodule = _sphere(5.0)
+    vessel = (y - CENTRE_MM[1]) ** 2 + (z - CENTRE_MM[0]) ** 2 <= 4.0**2  # an 8 mm vessel through its centre
+    hu = np.full(SHAPE, LUNG_HU, np.float32)
+    hu[vessel | nodule] = SOLID_HU
+    volume = _volume(hu)
+    assert segment_nodule(volume, _centre_kji(), 5.0) is None  # no opening separates it
+    mask = ball_mask(volume, _centre_kji(), 5.0)
+    assert _dice(mask, nodule) > 0.9  # the dense part of the ball: here the nodule itself
+    lung_only = ball_mask(volume, _centre_kji(), 5.0, lung_mask=np.zeros(SHAPE, np.uint8))
+    assert lung_only is None  # nothing of the ball lies in (or near) the lung mask
+    air = ball_mask(_volume(np.full(SHAPE, LUNG_HU, np.float32)), _centre_kji(), 5.0)
+    assert air is None  # parenchyma only: no mask
+    learned = Candidate(_centre_kji(), 5.0, 0.9, LEARNED_METHOD_NAME)
+    blob = Candidate(_centre_kji(), 5.0, 0.9)
+    lung = np.ones(SHAPE, np.uint8)
+    found, source = _segment_candidate(volume, learned, lung)
+    assert source == "detector box" and _dice(found, nodule) > 0.9
+    assert _segment_candidate(volume, blob, lung) == (None, "none")  # a blob candidate is dropped
+    clean = _volume(np.where(nodule, SOLID_HU, LUNG_HU).astype(np.float32))
+    assert _segment_candidate(clean, learned, lung)[1] == "classical"

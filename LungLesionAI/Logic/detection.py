@@ -48,6 +48,9 @@ __all__ = ["BlobDetectorConfig", "Candidate", "blob_scales_mm", "detect_candidat
 logger = logging.getLogger(__name__)
 
 METHOD_NAME = "hessian-dot"
+"""``Candidate.method`` of this detector's candidates."""
+LEARNED_METHOD_NAME = "retinanet"
+"""``Candidate.method`` of the learned detector's candidates (:mod:`lunglesionai.learned_detection`)."""
 #: For a uniform sphere the dot response peaks at σ ≈ radius / RADIUS_PER_SIGMA (measured on voxelised spheres).
 RADIUS_PER_SIGMA = math.sqrt(3.0)
 #: Gaussian kernels are cut at this many σ (speed; the response changes by < 1 %).

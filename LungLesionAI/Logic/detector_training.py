@@ -292,6 +292,7 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     """
     from monai.utils import set_determinism
 
+    init_sha256 = None
     if not cases or config.steps < 1:
         raise ValueError(f"need cases and steps >= 1, got {len(cases)} cases, {config.steps} steps")
     torch.set_num_threads(config.threads)
@@ -301,7 +302,8 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     transforms.set_random_state(seed=config.seed)
     detector = build_detector(config.network, training=True, classification_loss=config.classification_loss)
     if config.init_from is not None:
-        detector.network.load_state_dict(initial_weights(config.init_from, config.network))
+        state, init_sha256 = initial_weights(config.init_from, config.network)
+        detector.network.load_state_dict(state)
     detector.train()
     backbone = detector.network.feature_extractor
     segmentation_loss = None
@@ -329,9 +331,9 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
             logger.info("step %d/%d loss %.4f (%s) %.0f s", step + 1, config.steps, np.mean(losses[-progress_every:]),
                         ", ".join(f"{k} {float(v.detach()):.4f}" for k, v in terms.items()), time.monotonic() - start)
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            _save_detector(out_dir, detector, config, step + 1, time.monotonic() - start)
+            _save_detector(out_dir, detector, config, step + 1, time.monotonic() - start, init_sha256)
     seconds = time.monotonic() - start
-    sha = _save_detector(out_dir, detector, config, config.steps, seconds)
+    sha = _save_detector(out_dir, detector, config, config.steps, seconds, init_sha256)
     return DetectorTrainResult(Path(out_dir), sha, seconds, float(np.mean(losses[-100:])), len(cases),
                                int(sum(len(c.boxes) for c in cases)))
 
@@ -340,8 +342,9 @@ ARCHITECTURE_FIELDS = ("channels", "fpn_channels", "base_anchor_shapes", "segmen
 """The :class:`DetectorConfig` fields that must match for weights to carry over (:func:`initial_weights`)."""
 
 
-def initial_weights(folder: str | os.PathLike, network: DetectorConfig) -> dict:
-    """The state dict of the trained detector in ``folder``, to start training ``network`` from it.
+def initial_weights(folder: str | os.PathLike, network: DetectorConfig) -> tuple[dict, str]:
+    """(state dict, SHA-256 of its weights file) of the trained detector in ``folder``, to start training
+    ``network`` from it.
 
     The grid spacing may differ (the network is convolutional: a model trained at 1.5 mm fine-tunes at 1.0 mm,
     where the same nodule spans 1.5× more voxels).
@@ -352,19 +355,22 @@ def initial_weights(folder: str | os.PathLike, network: DetectorConfig) -> dict:
     """
     from .model_store import ModelFileError, load_model
 
-    saved, state, _ = load_model(folder, DETECTOR_FORMAT, "lunglesionai train detector --out DIR")
+    saved, state, sha = load_model(folder, DETECTOR_FORMAT, "lunglesionai train detector --out DIR")
     other = DetectorConfig.from_dict(saved["network"])
     differing = [f for f in ARCHITECTURE_FIELDS if getattr(other, f) != getattr(network, f)]
     if differing:
         raise ModelFileError(f"{folder}: cannot start from this detector, its {', '.join(differing)} differ from "
                              f"the network being trained")
-    return state
+    return state, sha
 
 
-def _save_detector(out_dir, detector, config: DetectorTrainConfig, steps_done: int, seconds: float) -> str:
+def _save_detector(out_dir, detector, config: DetectorTrainConfig, steps_done: int, seconds: float,
+                   init_sha256: Optional[str] = None) -> str:
     training = asdict(config)
     training["network"] = config.network.to_dict()
     training["steps_done"] = steps_done
+    if init_sha256 is not None:
+        training["init_sha256"] = init_sha256
     return save_model(out_dir, detector.network.state_dict(), WEIGHTS_FILE, {
         "format": DETECTOR_FORMAT,
         "network": config.network.to_dict(),

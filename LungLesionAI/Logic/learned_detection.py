@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .detection import Candidate
+from .detection import LEARNED_METHOD_NAME, Candidate
 from .detector_net import HU_WINDOW, DetectorConfig, build_detector
 from .io import volume_to_sitk
 from .model_store import load_model, model_dir
@@ -35,9 +35,10 @@ logger = logging.getLogger(__name__)
 
 DETECTOR_FORMAT = "lunglesionai-detector/1"
 WEIGHTS_FILE = "detector.pt"
-METHOD_NAME = "retinanet"
 GRID_MARGIN_MM = 10.0
 """Margin added around the lung box on every side before resampling."""
+NEAR_LUNG_VOXELS = 2
+"""Boxes whose centre lies further than this many face-neighbour steps of the CT from the lung mask are dropped."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,8 @@ def boxes_to_candidates(volume: Volume, grid: DetectionGrid, boxes: np.ndarray, 
         grid: the grid the boxes are on.
         boxes: (N, 6) ``(x0, y0, z0, x1, y1, z1)`` in grid voxel units (voxel centres at integers).
         scores: (N,) detector scores in [0, 1].
-        lung_mask: when given, boxes whose centre falls outside the volume or more than 2 voxels outside the
-            lung mask are dropped.
+        lung_mask: when given, boxes whose centre falls outside the volume or more than
+            :data:`NEAR_LUNG_VOXELS` voxels outside the lung mask are dropped.
         details: per box, a dict stored as the candidate's ``details``.
 
     Returns:
@@ -132,21 +133,28 @@ def boxes_to_candidates(volume: Volume, grid: DetectionGrid, boxes: np.ndarray, 
     centres_lps = grid.index_to_lps(0.5 * (boxes[:, :3] + boxes[:, 3:]))
     radii = 0.5 * (boxes[:, 3:] - boxes[:, :3]).mean(1) * grid.spacing_mm
     kji = volume.lps_to_kji(centres_lps) if len(boxes) else np.zeros((0, 3))
-    near_lung = None
-    if lung_mask is not None:
-        from scipy import ndimage
-
-        near_lung = ndimage.binary_dilation(lung_mask > 0, iterations=2)
     details = list(details) if details is not None else [{} for _ in range(len(boxes))]
     out = []
     for c, r, s, d in sorted(zip(kji, radii, np.asarray(scores, float), details), key=lambda t: -t[2]):
         idx = np.round(c).astype(int)
         if np.any(idx < 0) or np.any(idx >= volume.shape_zyx):
             continue
-        if near_lung is not None and not near_lung[tuple(idx)]:
+        if lung_mask is not None and not _near_mask(lung_mask, idx, NEAR_LUNG_VOXELS):
             continue
-        out.append(Candidate(tuple(float(v) for v in c), float(max(r, 1.0)), float(s), METHOD_NAME, dict(d)))
+        out.append(Candidate(tuple(float(v) for v in c), float(max(r, 1.0)), float(s), LEARNED_METHOD_NAME, dict(d)))
     return out
+
+
+def _near_mask(mask: np.ndarray, index: np.ndarray, steps: int) -> bool:
+    """True when a voxel of ``mask`` lies within ``steps`` face-neighbour steps (L1 distance) of ``index``: the
+    same test as ``scipy.ndimage.binary_dilation(mask, iterations=steps)[index]``, without dilating the volume."""
+    lo = np.maximum(index - steps, 0)
+    hi = np.minimum(index + steps + 1, mask.shape)
+    window = np.asarray(mask[tuple(slice(a, b) for a, b in zip(lo, hi))]) > 0
+    if not window.any():
+        return False
+    offsets = np.argwhere(window) + lo - index
+    return bool(np.any(np.abs(offsets).sum(1) <= steps))
 
 
 class LearnedDetector:

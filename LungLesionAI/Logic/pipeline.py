@@ -9,7 +9,9 @@ Stages (each a function of arrays and geometry; no files, no Slicer):
    the finding's ``detection_score`` is then sqrt(detector score × FPR probability), both kept in ``extra``.
    Candidates below the operating point (``min_score``; default: the one stored with the FPR model, chosen on the
    composite validation set) are dropped.
-4. ``segmentation``: classical per-candidate 3D segmentation (:func:`lunglesionai.segmentation.segment_nodule`).
+4. ``segmentation``: classical per-candidate 3D segmentation (:func:`lunglesionai.segmentation.segment_nodule`); a
+   learned detection it cannot separate from a vessel or the pleura keeps the dense part of the detector's ball
+   (:func:`lunglesionai.segmentation.ball_mask`, ``extra["mask_source"]`` "detector box").
 5. ``measurement``: centre, axes, volume, mean HU, texture from each mask (:mod:`lunglesionai.measurements`),
    then duplicate merging.
 6. ``grading``: the learned DenseSharp grader (:mod:`lunglesionai.grader`) outlines each finding again and adds
@@ -30,13 +32,13 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import __version__
-from .detection import BlobDetectorConfig, Candidate
+from .detection import LEARNED_METHOD_NAME, BlobDetectorConfig, Candidate
 from .detection_stage import DETECTOR_NAMES, detect_nodules, load_learned_model, torch_device
 from .findings import NOT_RUN, STAGES, Finding, FindingMask, InputInfo, Report
 from .lungmask import segment_lungs
 from .measurements import measure_mask
 from .orientation import reorient_to_lps
-from .segmentation import segment_nodule
+from .segmentation import ball_mask, segment_nodule
 from .volume import Volume
 
 __all__ = ["PipelineConfig", "ProgressCallback", "analyze_volume", "merge_duplicates"]
@@ -172,8 +174,9 @@ def analyze_volume(
         models += detection.models
         logger.info("%d candidates", len(candidates))
     with tracker("segmentation"):
-        masks = [segment_nodule(lps_volume, c.center_kji, c.radius_mm, lung_mask) for c in candidates]
-        stages["segmentation"] = "classical (adaptive threshold, region growing, vessel/pleura detachment)"
+        masks = [_segment_candidate(lps_volume, c, lung_mask) for c in candidates]
+        stages["segmentation"] = ("classical (adaptive threshold, region growing, vessel/pleura detachment; a learned "
+                                  "detection that cannot be separated keeps the detector's ball)")
     with tracker("measurement"):
         findings = _measure_findings(lps_volume, candidates, masks, config)
         findings = merge_duplicates(findings)
@@ -245,7 +248,6 @@ def _apply_grade(volume: Volume, lung_mask: np.ndarray, finding: Finding, grade,
         malignancy_rating=round(grade.malignancy_rating, 3),
         texture_probabilities={k: round(v, 4) for k, v in grade.texture_probabilities.items()},
         texture_hu_rule=finding.texture,
-        mask_source="classical",
     )
     updates = dict(
         malignancy_probability=round(grade.malignancy_probability, 4),
@@ -290,12 +292,28 @@ def _restrict_learned_mask(
     return FindingMask(learned.offset_kji, labels == int(np.argmax(overlap)) + 1)
 
 
+def _segment_candidate(volume: Volume, candidate: Candidate,
+                       lung_mask: np.ndarray) -> tuple[Optional[FindingMask], str]:
+    """(mask, its source) of a candidate: the classical segmentation ("classical"); for a learned detection that it
+    cannot isolate from an adjacent vessel or the pleura, the dense part of the detector's ball ("detector box",
+    :func:`lunglesionai.segmentation.ball_mask`): the learned detector's score, not the segmentation, decides
+    whether it is a finding. A classical blob candidate without a segmentation is dropped (mask None): for it the
+    failed segmentation is the evidence of a vessel or the pleura."""
+    mask = segment_nodule(volume, candidate.center_kji, candidate.radius_mm, lung_mask)
+    if mask is not None:
+        return mask, "classical"
+    if candidate.method == LEARNED_METHOD_NAME:
+        return ball_mask(volume, candidate.center_kji, candidate.radius_mm, lung_mask), "detector box"
+    return None, "none"
+
+
 def _measure_findings(
-    volume: Volume, candidates: list[Candidate], masks: list[Optional[FindingMask]], config: PipelineConfig
+    volume: Volume, candidates: list[Candidate], masks: list[tuple[Optional[FindingMask], str]], config: PipelineConfig
 ) -> list[Finding]:
-    """One Finding per candidate whose mask is plausible (non-empty, diameter within the configured range)."""
+    """One Finding per candidate whose mask is plausible (non-empty, diameter within the configured range); ``masks``
+    are (mask, source) pairs from :func:`_segment_candidate`, the source goes to ``extra["mask_source"]``."""
     findings = []
-    for candidate, mask in zip(candidates, masks):
+    for candidate, (mask, source) in zip(candidates, masks):
         if mask is None or mask.voxel_count == 0:
             continue
         m = measure_mask(volume, mask)
@@ -310,7 +328,7 @@ def _measure_findings(
                 **m.finding_fields(),
                 texture=m.texture,
                 extra={"detector": candidate.method, "detector_radius_mm": round(float(candidate.radius_mm), 2),
-                       **candidate.details},
+                       "mask_source": source, **candidate.details},
                 mask=mask,
             )
         )

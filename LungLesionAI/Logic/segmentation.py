@@ -39,7 +39,7 @@ from scipy import ndimage as ndi
 from .findings import FindingMask
 from .volume import Volume
 
-__all__ = ["NoduleSegmentationConfig", "segment_nodule"]
+__all__ = ["NoduleSegmentationConfig", "segment_nodule", "ball_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +180,50 @@ def _segment_once(
     box = ndi.find_objects(nodule.astype(np.uint8))[0]
     offset = tuple(int(a + sl.start) for a, sl in zip(lo, box))
     return FindingMask(offset, nodule[box].copy()), 0.0
+
+
+def ball_mask(
+    volume: Volume,
+    center_kji: tuple[float, float, float],
+    radius_mm: float,
+    lung_mask: np.ndarray | None = None,
+    config: NoduleSegmentationConfig = NoduleSegmentationConfig(),
+) -> FindingMask | None:
+    """The voxels of the ball of ``radius_mm`` around ``center_kji`` that are denser than lung parenchyma.
+
+    The pipeline's mask for a learned detection that :func:`segment_nodule` cannot isolate (a nodule touching a
+    vessel or the pleura so broadly that no opening separates it): the detector's own extent stands in for an
+    outline, and the reader edits it in Slicer.
+
+    Args:
+        volume: CT in HU.
+        center_kji: (k, j, i) fractional array index of the centre.
+        radius_mm: ball radius in mm (the detector's box half-size).
+        lung_mask: optional (Z, Y, X) lung mask; when given the ball is kept inside it, dilated by
+            ``config.lung_margin_mm``.
+        config: ``parenchyma_max_hu`` (voxels at or below it are left out) and ``lung_margin_mm``.
+
+    Returns:
+        A :class:`~lunglesionai.findings.FindingMask` on ``volume``'s grid, or None when no voxel is left.
+
+    Raises:
+        ValueError: as :func:`segment_nodule`.
+    """
+    centre = _validate(volume, center_kji, radius_mm, lung_mask)
+    spacing = np.asarray(volume.spacing_mm[::-1])
+    half = np.ceil(radius_mm / spacing).astype(int) + 1
+    seed = np.round(centre).astype(int)
+    lo = np.maximum(seed - half, 0)
+    hi = np.minimum(seed + half + 1, volume.shape_zyx)
+    voi = tuple(slice(a, b) for a, b in zip(lo, hi))
+    dense = np.asarray(volume.hu[voi]) > config.parenchyma_max_hu
+    ball = _ball(tuple(hi - lo), centre - lo, radius_mm, spacing) & dense
+    if lung_mask is not None:
+        ball &= _dilate_mm(np.asarray(lung_mask[voi]) > 0, config.lung_margin_mm, spacing)
+    if not ball.any():
+        return None
+    box = ndi.find_objects(ball.astype(np.uint8))[0]
+    return FindingMask(tuple(int(a + sl.start) for a, sl in zip(lo, box)), ball[box].copy())
 
 
 def _thickness_near(region: np.ndarray, core: np.ndarray, spacing: np.ndarray) -> float:
