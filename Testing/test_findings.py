@@ -111,3 +111,18 @@ def test_mask_reoriented_matches_the_full_grid_permutation(direction):
     np.testing.assert_array_equal(rebuilt, perm.apply(full))
     assert moved.voxel_count == mask.voxel_count
     assert FindingMask((0, 0, 0), mask.array).reoriented(type(perm).identity(shape)).array is mask.array
+
+
+def test_mask_cropped_keeps_the_voxels_in_volume_coordinates():
+    voi = np.zeros((6, 7, 8), bool)
+    voi[2:4, 1, 5:7] = True
+    mask = FindingMask.cropped(voi, (10, 20, 30))
+    assert mask.offset_kji == (12, 21, 35) and mask.array.shape == (2, 1, 2) and mask.voxel_count == 4
+    full, expected = np.zeros((20, 30, 40), np.uint8), np.zeros((20, 30, 40), np.uint8)
+    mask.paste_into(full, 1)
+    FindingMask((10, 20, 30), voi).paste_into(expected, 1)
+    np.testing.assert_array_equal(full, expected)
+    voi[:] = False
+    assert mask.array.sum() == 4  # a copy, not a view of the VOI
+    with pytest.raises(ValueError, match="empty"):
+        FindingMask.cropped(voi, (0, 0, 0))

@@ -292,7 +292,6 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     """
     from monai.utils import set_determinism
 
-    init_sha256 = None
     if not cases or config.steps < 1:
         raise ValueError(f"need cases and steps >= 1, got {len(cases)} cases, {config.steps} steps")
     torch.set_num_threads(config.threads)
@@ -301,6 +300,7 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     transforms = patch_transforms(config.network.patch_size)
     transforms.set_random_state(seed=config.seed)
     detector = build_detector(config.network, training=True, classification_loss=config.classification_loss)
+    init_sha256 = None
     if config.init_from is not None:
         state, init_sha256 = initial_weights(config.init_from, config.network)
         detector.network.load_state_dict(state)

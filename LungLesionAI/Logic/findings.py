@@ -61,6 +61,24 @@ class FindingMask:
         dst = tuple(slice(a, b) for a, b in zip(lo, hi))
         labelmap[dst][self.array[src]] = label
 
+    @classmethod
+    def cropped(cls, array: np.ndarray, offset_kji) -> "FindingMask":
+        """The set voxels of ``array``, cropped to their bounding box.
+
+        Args:
+            array: (dz, dy, dx) boolean mask of a VOI.
+            offset_kji: (k, j, i) index in the full volume of ``array[0, 0, 0]``.
+
+        Raises:
+            ValueError: no voxel of ``array`` is set.
+        """
+        voxels = np.argwhere(array)
+        if voxels.size == 0:
+            raise ValueError("cannot crop an empty mask")
+        lo, hi = voxels.min(axis=0), voxels.max(axis=0) + 1
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        return cls(tuple(int(o + a) for o, a in zip(offset_kji, lo)), array[box].copy())
+
     @property
     def voxel_count(self) -> int:
         """Number of voxels set."""

@@ -494,7 +494,4 @@ def _mask_on_volume(prob: np.ndarray, geometry, volume: Volume, center_kji: np.n
         if keep == 0:
             keep = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
         mask = labels == keep
-    lo = np.argwhere(mask).min(axis=0)
-    hi = np.argwhere(mask).max(axis=0) + 1
-    tight = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-    return FindingMask(tuple(int(o + a) for o, a in zip(offset, lo)), tight.copy())
+    return FindingMask.cropped(mask, offset)

@@ -177,9 +177,7 @@ def _segment_once(
     nodule, inseparable = _detach(region, tuple(seed_idx - lo), core, radius_mm, spacing, inner_faces, config)
     if nodule is None or nodule.sum() * volume.voxel_volume_mm3 < config.min_volume_mm3:
         return None, _thickness_near(region, core, spacing) if inseparable else 0.0
-    box = ndi.find_objects(nodule.astype(np.uint8))[0]
-    offset = tuple(int(a + sl.start) for a, sl in zip(lo, box))
-    return FindingMask(offset, nodule[box].copy()), 0.0
+    return FindingMask.cropped(nodule, lo), 0.0
 
 
 def ball_mask(
@@ -222,8 +220,7 @@ def ball_mask(
         ball &= _dilate_mm(np.asarray(lung_mask[voi]) > 0, config.lung_margin_mm, spacing)
     if not ball.any():
         return None
-    box = ndi.find_objects(ball.astype(np.uint8))[0]
-    return FindingMask(tuple(int(a + sl.start) for a, sl in zip(lo, box)), ball[box].copy())
+    return FindingMask.cropped(ball, lo)
 
 
 def _thickness_near(region: np.ndarray, core: np.ndarray, spacing: np.ndarray) -> float:
