@@ -40,6 +40,7 @@ from .ct_checks import (
     _check_orthonormal,
     _itk_reason,
     _itk_warnings_off,
+    check_memory,
 )
 from .volume import Volume
 
@@ -163,8 +164,12 @@ def _choose_series(
     return usable[0]
 
 
-def _load_dicom_series(folder: Path, info: DicomSeriesInfo, min_slices: int, check_hu: bool) -> Volume:
+def _load_dicom_series(
+    folder: Path, info: DicomSeriesInfo, min_slices: int, check_hu: bool, max_memory_gb: float | None = None
+) -> Volume:
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in info.files]
+    check_memory(folder, (len(headers), int(headers[0].get("Rows", 0) or 0), int(headers[0].get("Columns", 0) or 0)),
+                 max_memory_gb)
     _check_modality(folder, headers[0])
     try:
         iops = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
@@ -189,10 +194,13 @@ def _load_dicom_series(folder: Path, info: DicomSeriesInfo, min_slices: int, che
     return _check_rescale(volume, headers[0], check_hu)
 
 
-def _load_dicom_file(p: Path, min_slices: int, check_hu: bool, source: str) -> Volume:
+def _load_dicom_file(
+    p: Path, min_slices: int, check_hu: bool, source: str, max_memory_gb: float | None = None
+) -> Volume:
     ds = pydicom.dcmread(p, stop_before_pixels=True)
     _check_modality(p, ds)
     frames = _n_frames(ds)
+    check_memory(p, (frames, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)), max_memory_gb)
     if frames < 2:
         raise CTInputError(f"{p}: a single 2-D DICOM slice, not a 3-D CT; load the folder holding the whole series")
     if frames < min_slices:

@@ -37,6 +37,8 @@ from .ct_checks import (  # noqa: F401  (ORTHONORMAL_TOL re-exported for callers
     _check_orthonormal,
     _check_shape,
     _itk_reason,
+    check_memory,
+    check_regular_file,
 )
 from .dicom import (  # noqa: F401  (constants re-exported for callers of lunglesionai.io)
     CT_SOP_CLASS_UIDS,
@@ -78,6 +80,7 @@ def load_volume(
     series_uid: str | None = None,
     min_slices: int = MIN_SLICES,
     check_hu: bool = True,
+    max_memory_gb: float | None = None,
 ) -> Volume:
     """Read a CT from a DICOM folder or file, NIfTI, NRRD or MetaImage into a Volume in HU and LPS.
 
@@ -92,6 +95,9 @@ def load_volume(
         min_slices: fewest slices accepted (default ``MIN_SLICES`` = 10).
         check_hu: for non-DICOM files (and DICOM without rescale tags), refuse data whose minimum is above
             ``MIN_HU_AIR`` (-500 HU): MR, or CT stored without the -1024 offset.
+        max_memory_gb: memory budget of the analysis in GB; a volume whose header declares more voxels than
+            fit (:func:`lunglesionai.ct_checks.check_memory`) is refused before its voxels are read. None:
+            ``DEFAULT_MAX_MEMORY_GB`` (16 GB).
 
     Returns:
         Volume: ``hu`` (Z, Y, X) int16 when the values are integral and fit, else float32, in HU;
@@ -110,16 +116,17 @@ def load_volume(
     if not p.exists():
         raise CTInputError(f"{p}: no such file or folder")
     p = p.resolve()
+    check_regular_file(p)
     if series_uid is not None and not p.is_dir():
         raise CTInputError(f"{p}: series_uid={series_uid!r} given, but the input is a file, not a DICOM folder")
     if p.is_dir():
         info = _choose_series(p, list_dicom_series(p), series_uid, min_slices)
         if len(info.files) == 1:
-            return _load_dicom_file(Path(info.files[0]), min_slices, check_hu, source=str(p))
-        return _load_dicom_series(p, info, min_slices, check_hu)
+            return _load_dicom_file(Path(info.files[0]), min_slices, check_hu, str(p), max_memory_gb)
+        return _load_dicom_series(p, info, min_slices, check_hu, max_memory_gb)
     if is_dicom(p):
-        return _load_dicom_file(p, min_slices, check_hu, source=str(p))
-    return _load_image_file(p, min_slices, check_hu)
+        return _load_dicom_file(p, min_slices, check_hu, str(p), max_memory_gb)
+    return _load_image_file(p, min_slices, check_hu, max_memory_gb)
 
 
 def save_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
@@ -192,7 +199,7 @@ def volume_from_sitk(image: sitk.Image, source: str = "") -> Volume:
 # ----------------------------------------------------------------------------------------------- files
 
 
-def _load_image_file(p: Path, min_slices: int, check_hu: bool) -> Volume:
+def _load_image_file(p: Path, min_slices: int, check_hu: bool, max_memory_gb: float | None = None) -> Volume:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
@@ -203,6 +210,7 @@ def _load_image_file(p: Path, min_slices: int, check_hu: bool) -> Volume:
             f"{', '.join(VOLUME_SUFFIXES)}"
         ) from exc
     _check_shape(p, reader.GetSize(), reader.GetNumberOfComponents(), min_slices)
+    check_memory(p, reader.GetSize()[::-1], max_memory_gb)
     if _matching_suffix(p, VOLUME_SUFFIXES) is None:
         raise CTInputError(f"{p}: unsupported format; accepted: a DICOM folder or file, {', '.join(VOLUME_SUFFIXES)}")
     try:
