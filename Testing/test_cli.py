@@ -35,8 +35,13 @@ def test_analyze_writes_the_result_files(phantom_file, tmp_path):
     out = tmp_path / "out"
     result = _run_cli("analyze", str(path), "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["nodules.mrk.json", "nodules.seg.nrrd", "report.html",
+    assert sorted(p.name for p in out.iterdir()) == [".lunglesionai-manifest.json", "lunglesionai.log",
+                                                     "nodules.mrk.json", "nodules.seg.nrrd", "report.html",
                                                      "report.json"]
+    manifest = json.loads((out / ".lunglesionai-manifest.json").read_text())
+    assert manifest["command"] == "analyze"
+    assert manifest["files"] == ["lunglesionai.log", "nodules.mrk.json", "nodules.seg.nrrd", "report.html",
+                                 "report.json"]
     report = json.loads((out / "report.json").read_text())
     validate_report_dict(report)
     assert report["input"]["path"] == str(path.resolve())

@@ -217,7 +217,7 @@ def test_write_composite_set(tmp_path, host, val_source):
     out = write_composite_set(tmp_path / "set", iter(cases))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no temporary folder left
     assert {p.name for p in out.iterdir()} == {"case-0.nii.gz", "case-1.nii.gz", "masks", "annotations.csv",
-                                               "seriesuids.csv", "truth.json"}
+                                               "seriesuids.csv", "truth.json", ".lunglesionai-manifest.json"}
     annotations = read_annotations(out / "annotations.csv")
     assert read_seriesuids(out / "seriesuids.csv") == ["case-0", "case-1"]
     for case in cases:

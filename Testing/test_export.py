@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
+from lunglesionai.output_folder import MANIFEST_NAME, OutputPathError, read_manifest
 from lunglesionai import export
 from lunglesionai.export import markups_fiducial_dict, markups_roi_dict, segmentation_dict, write_outputs
 from lunglesionai.findings import Finding, FindingMask, InputInfo, Report
@@ -117,7 +118,8 @@ def test_write_outputs_writes_expected_files(written):
     _, paths, tmp_path = written
     out = tmp_path / "out"
     expected = {"nodules.seg.nrrd", "nodules.mrk.json", "report.json", "lesions.seg.nrrd", "lesions.mrk.json"}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == expected | {MANIFEST_NAME}
+    assert read_manifest(out) == expected
     assert set(paths) == {"nodules_segmentation", "nodules_markups", "report", "lesions_segmentation",
                           "lesions_markups"}
     assert all(p.parent == out.absolute() and p.is_file() for p in paths.values())
@@ -129,8 +131,8 @@ def test_write_outputs_writes_expected_files(written):
 
 def test_no_lesion_files_without_lesions(tmp_path):
     paths = write_outputs(make_small_report(with_lesion=False), tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["nodules.mrk.json", "nodules.seg.nrrd",
-                                                                    "report.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST_NAME, "nodules.mrk.json",
+                                                                    "nodules.seg.nrrd", "report.json"]
     assert set(paths) == {"nodules_segmentation", "nodules_markups", "report"}
 
 
@@ -278,24 +280,37 @@ def test_failure_half_way_leaves_no_output(tmp_path, monkeypatch):
 
 def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("previous run")
+    write_outputs(make_small_report(with_lesion=False), out)
     with pytest.raises(FileExistsError, match=str(out)):
         write_outputs(make_small_report(), out)
-    assert (out / "old.txt").exists()
+    assert not (out / "lesions.mrk.json").exists()
     write_outputs(make_small_report(), out, overwrite=True)
-    assert not (out / "old.txt").exists() and (out / "report.json").exists()
+    assert (out / "lesions.mrk.json").exists() and (out / "report.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_overwrite_never_deletes_files_lunglesionai_did_not_write(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("a reader's notes")
+    with pytest.raises(OutputPathError, match="no manifest"):
+        write_outputs(make_small_report(), out, overwrite=True)
+    write_outputs(make_small_report(), tmp_path / "ours")
+    (tmp_path / "ours" / "notes.txt").write_text("added by a person after the run")
+    with pytest.raises(OutputPathError, match="1 file.*notes.txt"):
+        write_outputs(make_small_report(), tmp_path / "ours", overwrite=True)
+    assert (out / "notes.txt").exists() and (tmp_path / "ours" / "notes.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "out"]
 
 
 def test_failed_overwrite_keeps_previous_output(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("previous run")
+    write_outputs(make_small_report(with_lesion=False), out)
+    before = sorted(p.name for p in out.iterdir())
     monkeypatch.setattr(export, "markups_roi_dict", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         write_outputs(make_small_report(), out, overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 

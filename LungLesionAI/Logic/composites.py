@@ -45,8 +45,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -58,6 +56,7 @@ from scipy.spatial.transform import Rotation
 
 from .findings import FindingMask
 from .lidc import TEXTURE_CLASSES, NoduleRecord, load_voi, read_nodule_table
+from .output_folder import atomic_output_folder, check_output_folder
 from .volume import Volume
 
 __all__ = [
@@ -70,6 +69,7 @@ __all__ = [
     "Host",
     "NoduleSource",
     "add_make_composites_parser",
+    "fill_make_composites_parser",
     "build_composite_set",
     "compose",
     "phantom_host",
@@ -618,29 +618,24 @@ def write_composite_set(out_dir: str | os.PathLike, composites: Iterable[Composi
     these are not clinical scans, and per case its host, config and full truth with boxes).
 
     Args:
-        out_dir: target folder (must not exist unless ``overwrite``); its parent must exist.
+        out_dir: target folder (must not exist unless ``overwrite``); missing parents are created.
         composites: the cases (consumed once; may be a generator).
-        overwrite: replace an existing folder (only after the new one is complete).
+        overwrite: replace an existing folder that lunglesionai wrote (only after the new one is complete).
 
     Returns:
         ``out_dir``.
 
     Raises:
-        FileExistsError: ``out_dir`` exists and ``overwrite`` is False.
-        FileNotFoundError: the parent folder does not exist.
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (a FileExistsError too).
+        OutputPathError: ``out_dir`` is a file, protected, not writable, or holds files lunglesionai did not write.
         ValueError: two composites share a case id, or none is given.
     """
     from .io import save_volume
     from .luna16 import write_luna16_csv
 
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: output folder exists (use overwrite to replace it)")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"{out}: folder {out.parent} does not exist")
-    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(6)}"
-    (tmp / "masks").mkdir(parents=True)
-    try:
+    out = check_output_folder(out_dir, overwrite=overwrite)
+    with atomic_output_folder(out, overwrite=overwrite, command="make-composites") as tmp:
+        (tmp / "masks").mkdir()
         rows, cases = [], {}
         for c in composites:
             if c.case_id in cases or not c.case_id:
@@ -655,18 +650,7 @@ def write_composite_set(out_dir: str | os.PathLike, composites: Iterable[Composi
         (tmp / "seriesuids.csv").write_text("".join(f"{case}\n" for case in cases), encoding="utf-8")
         document = {"schema": COMPOSITES_SCHEMA_ID, "note": NOT_CLINICAL_NOTE, "cases": cases}
         (tmp / "truth.json").write_text(json.dumps(document, indent=1, allow_nan=False), encoding="utf-8")
-        _swap_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old-{secrets.token_hex(6)}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def add_make_composites_parser(subparsers):
@@ -680,6 +664,11 @@ def add_make_composites_parser(subparsers):
     """
     p = subparsers.add_parser("make-composites", help="paste real LIDC nodules into real / phantom lungs "
                               "(LUNA16-style folder; not clinical scans)")
+    return fill_make_composites_parser(p)
+
+
+def fill_make_composites_parser(p):
+    """Add the arguments of ``make-composites`` to its (already registered) sub-parser; returns it."""
     p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--lidc", required=True, help="lidc_voi folder (nodules.csv, images/, masks/)")
     p.add_argument("--split", default="val", help="lidc_voi split of the nodules: train or val (default val)")
@@ -690,7 +679,7 @@ def add_make_composites_parser(subparsers):
     p.add_argument("--phantom-preset", choices=["small", "clinical"], default="clinical", help="phantom size")
     p.add_argument("--juxta-pleural-fraction", type=float, default=0.0, help="share placed on the pleura")
     p.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an output folder that lunglesionai wrote")
     p.set_defaults(func=run_make_composites)
     return p
 

@@ -82,11 +82,13 @@ def run_phantom_demo(
     can be opened in Slicer; all are written atomically.
 
     Raises:
-        FileExistsError: OUT exists and ``overwrite`` is False.
+        OutputExistsError: OUT exists and ``overwrite`` is False (a FileExistsError too).
+        OutputPathError: OUT is a file, not writable, or holds files lunglesionai did not write.
         ValueError: unknown preset.
     """
     from .export import write_outputs
     from .io import save_volume
+    from .output_folder import check_output_folder
     from .pipeline import analyze_volume
     from .progress import progress_reporter
     from .synth import PhantomConfig, make_phantom
@@ -94,8 +96,7 @@ def run_phantom_demo(
     presets = {"clinical": PhantomConfig.clinical, "small": PhantomConfig.small}
     if preset not in presets:
         raise ValueError(f"unknown phantom preset {preset!r}; choose one of {sorted(presets)}")
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output}: output folder exists (use --overwrite to replace it)")
+    check_output_folder(output, overwrite=overwrite)
     phantom = make_phantom(replace(presets[preset](), seed=seed))
     bar, update = progress_reporter(progress)
     t0 = time.perf_counter()
@@ -107,5 +108,5 @@ def run_phantom_demo(
         "phantom_ct.nrrd": lambda path: save_volume(phantom.volume, path),
         "ground_truth.json": lambda path: path.write_text(json.dumps(truth, indent=2), encoding="utf-8"),
     }
-    write_outputs(report, output, overwrite=overwrite, extra_files=extra, volume=phantom.volume)
+    write_outputs(report, output, overwrite=overwrite, extra_files=extra, volume=phantom.volume, command="demo")
     return DemoResult(report, truth, score_against_phantom(report, truth), seconds, output)

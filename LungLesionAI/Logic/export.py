@@ -11,8 +11,9 @@
 * ``report.html`` when the CT is given (``volume=``): the findings table with thumbnails and 3D renderings, for
   people (:mod:`lunglesionai.report_html`).
 
-Everything goes to a temporary sibling folder first, which is renamed to OUT when complete; a failure leaves no
-OUT (or the previous OUT untouched) and no temporary folder. Markups follow Slicer's schema v1.0.3
+Everything goes to a temporary sibling folder first, which gets a manifest of its files and is renamed to OUT
+when complete (:mod:`lunglesionai.output_folder`); a failure leaves no OUT (or the previous OUT untouched) and no
+temporary folder, and ``overwrite`` never replaces a folder holding files lunglesionai did not write. Markups follow Slicer's schema v1.0.3
 (``Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json``).
 """
 
@@ -21,8 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 
 from .findings import Finding, FindingMask, InputInfo, Report, validate_report_dict
 from .mrml import FINDING_ID_TAG, mask_crop_in_grid, reference_image_geometry_string, segment_styles
+from .output_folder import atomic_output_folder, check_output_folder
 from .volume import Volume
 
 __all__ = [
@@ -269,17 +269,21 @@ def write_outputs(
     overwrite: bool = False,
     extra_files: Mapping[str, Callable[[Path], None]] | None = None,
     volume: Volume | None = None,
+    command: str = "analyze",
 ) -> dict[str, Path]:
-    """Write the report's files into ``out_dir``, atomically.
+    """Write the report's files into ``out_dir``, atomically, with a manifest of them
+    (:mod:`lunglesionai.output_folder`).
 
     Args:
         report: the analysis result; masks on the grid of ``report.input``.
         out_dir: output folder; its parent is created when missing.
-        overwrite: replace an existing ``out_dir`` (only once the new one is complete).
+        overwrite: replace an existing ``out_dir`` (only once the new one is complete, and only when its manifest
+            covers every entry in it: a folder lunglesionai wrote).
         extra_files: more files to write into the same folder, as ``{file name: writer(path)}``; each writer
             writes its file at the given path (inside the temporary folder).
         volume: the analysed CT (the report's input grid); when given, ``report.html`` is written too
             (:func:`lunglesionai.report_html.write_report_html`).
+        command: the command recorded in the manifest.
 
     Returns:
         Final path of every file written, keyed "nodules_segmentation", "nodules_markups", "report", and
@@ -287,33 +291,24 @@ def write_outputs(
         names.
 
     Raises:
-        FileExistsError: ``out_dir`` exists and ``overwrite`` is False.
-        NotADirectoryError: ``out_dir`` exists and is not a folder.
+        OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (a FileExistsError too).
+        OutputPathError: ``out_dir`` is a file, protected, not writable, or holds files lunglesionai did not write
+            (:func:`lunglesionai.output_folder.check_output_folder`).
         ValueError: an extra file name is not a plain file name or clashes with a standard output; finding ids
             are empty, repeated or contain "|" or ":"; ``volume`` is not on the report's input grid.
         jsonschema.ValidationError: the report does not follow ``lunglesionai-report/1``.
     """
-    out = Path(out_dir).absolute()
     if volume is not None and tuple(volume.shape_zyx) != tuple(report.input.shape_zyx):
         raise ValueError(f"volume shape {volume.shape_zyx} is not the report's input {report.input.shape_zyx}")
     extra = dict(extra_files or {})
     _check_extra_names(extra)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out}: output path exists and is not a folder")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: output folder exists (pass overwrite=True to replace it)")
+    inputs = [report.input.path] if report.input.path and Path(report.input.path).exists() else []
+    out = check_output_folder(out_dir, overwrite=overwrite, inputs=inputs)
     report_dict = report.to_dict()
     validate_report_dict(report_dict)
     segment_styles(report.findings)  # finding ids usable as segment ids, checked before anything is written
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        names = _write_files(report, report_dict, tmp, extra, volume)
-        _make_default_permissions(tmp)
-        _move_into_place(tmp, out, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_output_folder(out, overwrite=overwrite, command=command) as staging:
+        names = _write_files(report, report_dict, staging, extra, volume)
     logger.info("wrote %s to %s", ", ".join(names), out)
     return {_RESULT_KEYS.get(name, name): out / name for name in names}
 
@@ -355,27 +350,3 @@ def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def _make_default_permissions(folder: Path) -> None:
-    """mkdtemp makes the folder private (0700); give it the mode a plain mkdir would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-
-
-def _move_into_place(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` (overwrite) is set aside first and removed after."""
-    if not out.exists():
-        tmp.rename(out)
-        return
-    if not overwrite:
-        raise FileExistsError(f"{out}: output folder appeared while writing")
-    old = tmp.with_name(tmp.name.removesuffix(".partial") + ".old")
-    out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

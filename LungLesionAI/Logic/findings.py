@@ -186,13 +186,19 @@ class Finding:
 
 @dataclass(frozen=True)
 class InputInfo:
-    """The analysed volume's identity and geometry (shape (Z, Y, X); spacing, origin (x, y, z) mm LPS)."""
+    """The analysed volume's identity and geometry (shape (Z, Y, X); spacing, origin (x, y, z) mm LPS).
+
+    ``description`` holds descriptive header fields of a DICOM input (``series_description``, ``study_date`` as
+    YYYY-MM-DD, ``modality``, ``manufacturer``, …) and, only when asked for (``--include-identifiers``),
+    ``patient_name`` and ``patient_id``; empty for other inputs.
+    """
 
     path: str
     shape_zyx: tuple[int, int, int]
     spacing_mm: tuple[float, float, float]
     origin_lps_mm: tuple[float, float, float]
     direction: tuple[float, ...]
+    description: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_volume(cls, volume) -> "InputInfo":
@@ -206,6 +212,8 @@ class Report:
 
     ``stages`` maps each name in :data:`STAGES` to the method used, or :data:`NOT_RUN`.
     ``models`` lists ``{"name", "version", "sha256"}`` of each trained model used (empty for classical stages).
+    ``warnings`` are one-line statements of what was not analysed or is less reliable (e.g. "no lung of
+    plausible size found", thick slices); shown in report.html's header, the CLI summary and the Slicer panel.
     """
 
     input: InputInfo
@@ -215,6 +223,7 @@ class Report:
     device: str = "cpu"
     version: str = ""
     models: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def nodules(self) -> list[Finding]:
         """Findings of kind "nodule", in report order."""
@@ -229,12 +238,13 @@ class Report:
         return to_jsonable(
             {
                 "schema": REPORT_SCHEMA_ID,
-                "input": asdict(self.input),
+                "input": _input_dict(self.input),
                 "software": {"name": "lunglesionai", "version": self.version, "models": list(self.models)},
                 "device": self.device,
                 "stages": dict(self.stages),
                 "timings_s": {k: round(float(v), 4) for k, v in self.timings_s.items()},
                 "findings": [f.to_dict() for f in self.findings],
+                "warnings": list(self.warnings),
             }
         )
 
@@ -257,6 +267,7 @@ class Report:
             tuple(inp["spacing_mm"]),
             tuple(inp["origin_lps_mm"]),
             tuple(inp["direction"]),
+            dict(inp.get("description", {})),
         )
         return cls(
             input=info,
@@ -266,7 +277,15 @@ class Report:
             device=d["device"],
             version=d["software"]["version"],
             models=list(d["software"]["models"]),
+            warnings=list(d.get("warnings", [])),
         )
+
+
+def _input_dict(info: InputInfo) -> dict[str, Any]:
+    d = asdict(info)
+    if not d["description"]:
+        del d["description"]
+    return d
 
 
 def load_report_schema() -> dict[str, Any]:

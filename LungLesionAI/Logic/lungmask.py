@@ -142,8 +142,8 @@ def segment_lungs(volume: Volume, config: LungMaskConfig = LungMaskConfig()) -> 
         (Z, Y, X) uint8 array on ``volume``'s grid: 0 outside, 1 (:data:`RIGHT_LUNG_LABEL`) right lung (smaller
         LPS x), 2 (:data:`LEFT_LUNG_LABEL`) left lung. Vessels, small airways and nodules up to about
         ``closing_radius_mm`` at the pleura are included; the lumen of the trachea and of the bronchi grown from
-        it is not. A scan with one lung or none gives what is found (a warning is logged); it never raises for
-        anatomy.
+        it is not. A scan with one lung or none gives what is found (logged at INFO; the pipeline reports it in
+        ``Report.warnings``, :mod:`lunglesionai.scan_warnings`); it never raises for anatomy.
 
     Raises:
         ValueError: the volume has fewer than 2 voxels along some axis.
@@ -173,7 +173,7 @@ def segment_lungs(volume: Volume, config: LungMaskConfig = LungMaskConfig()) -> 
     labels[airway] = BACKGROUND_LABEL
     found = sorted(set(np.unique(labels).tolist()) - {BACKGROUND_LABEL})
     if len(found) < 2:
-        logger.warning("lung mask: found %d lung(s) (labels %s) in %s", len(found), found, volume.source or "volume")
+        logger.info("lung mask: found %d lung(s) (labels %s) in %s", len(found), found, volume.source or "volume")
     return _refine_boundary(volume, labels, factors, config)
 
 

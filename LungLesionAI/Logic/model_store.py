@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from .output_folder import record_in_manifest
+
 MODELS_ENV = "LUNGLESIONAI_MODELS"
 """Environment variable naming the models folder (each model in its own sub-folder)."""
 CONFIG_FILE = "config.json"
@@ -38,7 +40,8 @@ def model_dir(name: str) -> Path:
 
 def save_model(folder: str | os.PathLike, state_dict: dict, weights_file: str, config: dict[str, Any]) -> str:
     """Write ``weights_file`` (a torch state_dict) and ``config.json`` (``config`` plus ``weights_file`` and
-    ``weights_sha256``) into ``folder`` (created when missing), each atomically.
+    ``weights_sha256``) into ``folder`` (created when missing), each atomically, and list both in the folder's
+    manifest (:func:`lunglesionai.output_folder.record_in_manifest`; the model card beside them is not listed).
 
     Returns:
         The weights' SHA-256 (hex).
@@ -53,6 +56,7 @@ def save_model(folder: str | os.PathLike, state_dict: dict, weights_file: str, c
     tmp = folder / f".{CONFIG_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, folder / CONFIG_FILE)
+    record_in_manifest(folder, [weights_file, CONFIG_FILE], command="train")
     return sha
 
 

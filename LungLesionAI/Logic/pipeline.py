@@ -38,6 +38,7 @@ from .findings import NOT_RUN, STAGES, Finding, FindingMask, InputInfo, Report
 from .lungmask import segment_lungs
 from .measurements import measure_mask
 from .orientation import reorient_to_lps
+from .scan_warnings import scan_warnings
 from .segmentation import ball_mask, segment_nodule
 from .volume import Volume
 
@@ -146,7 +147,9 @@ def analyze_volume(
 
     Returns:
         Report whose findings (kind "nodule", ids "N1", "N2", … by decreasing detection score) carry masks on
-        ``volume``'s own grid and LPS-mm measurements; ``Report.stages`` says which method ran per stage.
+        ``volume``'s own grid and LPS-mm measurements; ``Report.stages`` says which method ran per stage;
+        ``Report.warnings`` what was not covered (no lung found, one lung, thick slices:
+        :func:`lunglesionai.scan_warnings.scan_warnings`).
 
     Raises:
         ValueError: the volume is not 3-D or the config is inconsistent.
@@ -165,6 +168,9 @@ def analyze_volume(
     with tracker("lung_mask"):
         lung_mask = segment_lungs(lps_volume)
         stages["lung_mask"] = "classical (threshold, airway removal, left/right split, hole filling)"
+        warnings = scan_warnings(lps_volume, lung_mask)
+        for warning in warnings:
+            logger.warning("%s: %s", volume.source or "volume", warning)
     with tracker("detection"):
         detection = detect_nodules(lps_volume, lung_mask, config)
         threshold = detection.default_min_score if config.min_score is None else config.min_score
@@ -200,6 +206,7 @@ def analyze_volume(
         device="cpu",
         version=__version__,
         models=models,
+        warnings=warnings,
     )
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .findings import Finding, FindingMask, Report
+from .scan_warnings import NO_LUNG_WARNING
 from .volume import Volume
 
 __all__ = [
@@ -287,7 +288,9 @@ th { background: #eee; } td:first-child, td:nth-child(2), td:nth-child(3), td:nt
 tr.rejected td { color: #999; text-decoration: line-through; }
 .finding { margin: 1.2em 0; } .finding figure { display: inline-block; margin: 0 0.6em 0 0; text-align: center; }
 .finding img { border: 1px solid #ccc; background: #000; } .render img { background: #fff; }
-figcaption { font-size: 0.8em; color: #555; } .note { color: #a15c00; } .small { font-size: 0.85em; color: #555; }
+figcaption { font-size: 0.8em; color: #555; } .note { color: #a15c00; }
+.small { font-size: 0.85em; color: #555; }
+.warnings { border: 2px solid #a15c00; background: #fff4e5; padding: 0.3em 0.8em; margin: 0.8em 0; }
 """
 
 
@@ -304,14 +307,20 @@ def report_html_text(report: Report, thumbnails: dict[str, Thumbnails], note_3d:
         "<dl>",
         f"<dt>Input</dt><dd>{esc(report.input.path)}: {' × '.join(str(n) for n in report.input.shape_zyx)} voxels "
         f"(z, y, x), spacing {' × '.join(f'{s:.3g}' for s in report.input.spacing_mm)} mm (x, y, z)</dd>",
+        *(f"<dt>{esc(key.replace('_', ' ').capitalize())}</dt><dd>{esc(value)}</dd>"
+          for key, value in report.input.description.items()),
         f"<dt>Software</dt><dd>lunglesionai {esc(report.version or '?')} on {esc(report.device)}"
         + "".join(f"; model {esc(m.get('name', ''))} {esc(m.get('version', ''))}" for m in report.models)
         + "</dd>",
         "<dt>Stages</dt><dd>" + "; ".join(f"{esc(k)}: {esc(v)}" for k, v in report.stages.items()) + "</dd>",
         f"<dt>Written</dt><dd>{datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}</dd>",
         "</dl>",
-        f"<h2>Findings ({len(report.findings)})</h2>",
     ]
+    if report.warnings:
+        lines.append('<div class="warnings" id="warnings"><strong>Warnings: what was not analysed or is less '
+                     "reliable</strong><ul>" + "".join(f"<li>{esc(w)}</li>" for w in report.warnings)
+                     + "</ul></div>")
+    lines.append(f"<h2>Findings ({len(report.findings)})</h2>")
     if report.findings:
         lines.append('<table id="findings"><thead><tr>' + "".join(f"<th>{esc(c)}</th>" for c in _COLUMNS)
                      + "</tr></thead><tbody>")
@@ -321,6 +330,9 @@ def report_html_text(report: Report, thumbnails: dict[str, Thumbnails], note_3d:
         lines.append("</tbody></table>")
         lines.append('<p class="small">Coordinates are LPS millimetres (DICOM patient coordinates). "–": not '
                      "computed by the stages that ran.</p>")
+    elif any(w.startswith(NO_LUNG_WARNING) for w in report.warnings):
+        lines.append("<p><strong>Not searched:</strong> no lung of plausible size was found in this scan, so no "
+                     "nodule could be looked for. This is not a negative result.</p>")
     else:
         lines.append("<p>No findings.</p>")
     if note_3d:
