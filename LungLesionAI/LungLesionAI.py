@@ -402,8 +402,8 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._parameterNode.resultTable = slicer.mrmlScene.GetNodeByID(loaded.nodes.table_node_id)
                 slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=True)
             self.ui.statusLabel.text = (
-                _("Found {count} finding(s). Click a row to go to a finding.").format(count=len(loaded.findings))
-                if loaded is not None else _("The results could not be loaded (see the message).")
+                self.logic.resultSummary(loaded) if loaded is not None
+                else _("The results could not be loaded (see the message).")
             )
         elif state == "failed":
             self.logic.discardAnalysis(job)
@@ -705,6 +705,14 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         from lunglesionai import review
 
         return [float(v) for v in review.finding_position_ras(slicer.mrmlScene, results, findingId)]
+
+    @staticmethod
+    def resultSummary(result: LungLesionAIResult) -> str:
+        """Status text of a loaded result: the finding count, or "not searched" when no lung was found, and every
+        warning of the report (``lunglesionai.scan_warnings.result_summary``)."""
+        from lunglesionai.scan_warnings import result_summary
+
+        return result_summary(len(result.findings), list(result.report.warnings))
 
     @staticmethod
     def saveReport(results, folder: str, overwrite: bool = False) -> dict:

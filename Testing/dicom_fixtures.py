@@ -17,9 +17,9 @@ ROWS, COLS = 6, 5
 PIXEL_SPACING = (0.8, 0.7)  # DICOM order: (row spacing = y, column spacing = x)
 
 
-def hu_of_z(z_mm: float) -> np.ndarray:
+def hu_of_z(z_mm: float, shape=(ROWS, COLS)) -> np.ndarray:
     """Slice content that encodes its own position: HU = 10 * z, plus a column ramp and an air corner."""
-    hu = np.full((ROWS, COLS), round(10 * z_mm), np.int32) + np.arange(COLS)[None, :]
+    hu = np.full(shape, round(10 * z_mm), np.int32) + np.arange(shape[1])[None, :]
     hu[0, 0] = -1000
     return hu
 
@@ -40,7 +40,7 @@ def dicom_slice(hu, position, series_uid, *, modality="CT", description="Chest",
     ds.ImageOrientationPatient = [f"{float(v):.6f}" for v in iop]
     ds.PixelSpacing = list(PIXEL_SPACING)
     ds.SliceThickness = 2.0
-    ds.Rows, ds.Columns = ROWS, COLS
+    ds.Rows, ds.Columns = np.shape(hu)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
@@ -50,13 +50,18 @@ def dicom_slice(hu, position, series_uid, *, modality="CT", description="Chest",
 
 
 def write_series(folder: Path, z_positions, *, modality="CT", description="Chest", xy=(-20.0, 30.0),
-                 drift_y_per_mm=0.0, slopes=None, iop=(1, 0, 0, 0, 1, 0)) -> str:
+                 drift_y_per_mm=0.0, slopes=None, iop=(1, 0, 0, 0, 1, 0), shape=(ROWS, COLS), series_uid=None,
+                 tags=None, first_number=1, prefix=None, transfer_syntax=None) -> str:
     """Write one series (files in shuffled order); returns its SeriesInstanceUID.
 
     Slice n lies at (xy, 0) + z_positions[n] * normal (+ a sideways drift in y for a tilted gantry).
+    ``shape`` is (Rows, Columns); ``series_uid`` reuses a UID (a second reconstruction under one series);
+    ``tags`` (keyword -> value) are set on every slice; InstanceNumbers count from ``first_number``; files are
+    named ``{prefix}_{n:03d}.dcm`` (prefix: the UID's last 8 characters); ``transfer_syntax`` (e.g.
+    ``pydicom.uid.RLELossless``) compresses the pixel data with pydicom's own encoder.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    uid = generate_uid()
+    uid = series_uid or generate_uid()
     order = list(range(len(z_positions)))
     random.Random(0).shuffle(order)
     for n in order:
@@ -64,9 +69,13 @@ def write_series(folder: Path, z_positions, *, modality="CT", description="Chest
         normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
         position = np.array([xy[0], xy[1] + drift_y_per_mm * z, 0.0]) + z * normal
         slope = 1.0 if slopes is None else slopes[n]
-        ds = dicom_slice(hu_of_z(z), position, uid, modality=modality, description=description, slope=slope,
-                          iop=iop, number=n + 1)
-        ds.save_as(folder / f"{uid[-8:]}_{n:03d}.dcm", enforce_file_format=True)
+        ds = dicom_slice(hu_of_z(z, shape), position, uid, modality=modality, description=description,
+                         slope=slope, iop=iop, number=first_number + n)
+        for keyword, value in (tags or {}).items():
+            setattr(ds, keyword, value)
+        if transfer_syntax is not None:
+            ds.compress(transfer_syntax)
+        ds.save_as(folder / f"{prefix or uid[-8:]}_{n:03d}.dcm", enforce_file_format=True)
     return uid
 
 

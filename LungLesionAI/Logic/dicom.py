@@ -2,8 +2,13 @@
 
 Pixels are read by SimpleITK (GDCM), headers are checked with pydicom; the geometry is LPS (DICOM's patient
 frame). Every refusal raises :class:`~lunglesionai.io.CTInputError` with a one-line message that starts with
-the offending path. The entry point is :func:`lunglesionai.io.load_volume`; :func:`list_dicom_series` and
-:class:`DicomSeriesInfo` are re-exported by :mod:`lunglesionai.io`.
+the offending path; header text and file names in messages pass through
+:func:`~lunglesionai.ct_checks.sanitize_text`. The entry point is :func:`lunglesionai.io.load_volume`;
+:func:`list_dicom_series` and :class:`DicomSeriesInfo` are re-exported by :mod:`lunglesionai.io`.
+
+Before GDCM sees a folder or a series, :mod:`lunglesionai.dicom_checks` refuses what GDCM would silently
+skip or misread: unreadable folder members (broken links, special files), damaged DICOM files, pixel data
+whose length or compressed frames are broken, and two reconstructions under one SeriesInstanceUID.
 
 DICOM slice-spacing policy (series and multi-frame files alike), with ``g`` the gaps between neighbouring
 slice positions along the slice normal and ``m`` their median:
@@ -41,6 +46,16 @@ from .ct_checks import (
     _itk_reason,
     _itk_warnings_off,
     check_memory,
+    sanitize_text,
+)
+from .dicom_checks import (
+    CT_SOP_CLASS_UIDS,
+    _shown,
+    check_one_reconstruction,
+    check_unlisted_files,
+    read_header,
+    read_series_headers,
+    scan_folder,
 )
 from .volume import Volume
 
@@ -64,10 +79,6 @@ DUPLICATE_SLICE_RTOL = 0.01
 """A gap at most this fraction of the median gap means two slices at one position: refused."""
 MAX_INPLANE_DRIFT_VOXELS = 0.5
 """Largest sideways drift of a slice (in pixels) before a series counts as gantry-tilted: refused."""
-CT_SOP_CLASS_UIDS = frozenset(
-    {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
-)
-"""CT Image, Enhanced CT Image and Legacy Converted Enhanced CT Image Storage."""
 
 
 @dataclass(frozen=True)
@@ -96,31 +107,45 @@ class DicomSeriesInfo:
         return self.modality == "CT" or (not self.modality and self.sop_class_uid in CT_SOP_CLASS_UIDS)
 
     def summary(self) -> str:
-        """One-line description: uid, modality, description and slice count."""
-        return f"uid={self.uid or '<empty>'} {self.modality or '?'} '{self.description}' ({self.n_slices} slices)"
+        """One-line description: uid, modality, description and slice count, header text sanitised
+        (:func:`~lunglesionai.ct_checks.sanitize_text`: no escape codes or line breaks reach a terminal)."""
+        uid = sanitize_text(self.uid, 100) if self.uid else "<empty>"
+        modality = sanitize_text(self.modality, 16) if self.modality else "?"
+        return f"uid={uid} {modality} '{sanitize_text(self.description, 80)}' ({self.n_slices} slices)"
 
 
 def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeriesInfo]:
     """List the DICOM series in a folder (top level only), found by GDCM, headers read by pydicom.
 
+    The folder's members are checked first (:func:`lunglesionai.dicom_checks.scan_folder`), and DICOM
+    files that GDCM lists in no series afterwards (:func:`lunglesionai.dicom_checks.check_unlisted_files`).
+
     Args:
-        folder: a folder; non-DICOM files in it are ignored.
+        folder: a folder; non-DICOM files in it (without the DICOM PS3.10 preamble) and non-image DICOM
+            objects (DICOMDIR, structured reports) are ignored.
 
     Returns:
         One :class:`DicomSeriesInfo` per SeriesInstanceUID, in GDCM's order (empty list when none).
 
     Raises:
-        CTInputError: ``folder`` does not exist or is not a folder.
+        CTInputError: ``folder`` does not exist or is not a folder; a member is a broken or looping symbolic
+            link, unreadable, or a special file (FIFO, device, socket); a DICOM file is unparsable, or is an
+            image that GDCM lists in no series; the first file of a series cannot be parsed.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise CTInputError(f"{folder}: not a folder")
+        raise CTInputError(f"{_shown(folder)}: not a folder")
+    scan = scan_folder(folder)
+    listed = [
+        (uid, tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)))
+        for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    ]
+    check_unlisted_files(scan, [f for _, files in listed for f in files])
     found = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
-        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    for uid, files in listed:
         if not files:
             continue
-        ds = pydicom.dcmread(files[0], stop_before_pixels=True)
+        ds = read_header(files[0])
         n_slices = len(files) if len(files) > 1 else _n_frames(ds)
         found.append(
             DicomSeriesInfo(
@@ -139,47 +164,53 @@ def _choose_series(
     folder: Path, series: list[DicomSeriesInfo], series_uid: str | None, min_slices: int
 ) -> DicomSeriesInfo:
     listing = "; ".join(s.summary() for s in series)
+    where = _shown(folder)
     if not series:
-        raise CTInputError(f"{folder}: no DICOM image series in this folder (subfolders are not searched)")
+        raise CTInputError(f"{where}: no DICOM image series in this folder (subfolders are not searched)")
     if series_uid is not None:
         chosen = [s for s in series if s.uid == series_uid]
         if not chosen:
-            raise CTInputError(f"{folder}: no series with uid={series_uid!r}; found: {listing}")
+            raise CTInputError(f"{where}: no series with uid={sanitize_text(repr(series_uid))}; found: {listing}")
         pick = chosen[0]
         if not pick.is_ct:
-            raise CTInputError(f"{folder}: series {pick.summary()} has modality {pick.modality!r}, not CT")
+            raise CTInputError(f"{where}: series {pick.summary()} has modality "
+                               f"{sanitize_text(repr(pick.modality), 40)}, not CT")
         return pick
     ct = [s for s in series if s.is_ct]
     if not ct:
-        raise CTInputError(f"{folder}: no CT series (modality must be CT); found: {listing}")
+        raise CTInputError(f"{where}: no CT series (modality must be CT); found: {listing}")
     usable = [s for s in ct if s.n_slices >= min_slices]
     if not usable:
-        raise CTInputError(f"{folder}: every CT series has fewer than {min_slices} slices; found: {listing}")
+        raise CTInputError(f"{where}: every CT series has fewer than {min_slices} slices; found: {listing}")
     if len(usable) > 1:
         choices = "; ".join(s.summary() for s in usable)
-        raise CTInputError(f"{folder}: {len(usable)} CT series, choose one with series_uid=: {choices}")
+        raise CTInputError(
+            f"{where}: {len(usable)} CT series, choose one with --series-uid UID (Python: series_uid=...): {choices}"
+        )
     for skipped in series:
         if skipped is not usable[0]:
-            logger.info("%s: skipped DICOM series %s", folder, skipped.summary())
+            logger.info("%s: skipped DICOM series %s", where, skipped.summary())
     return usable[0]
 
 
 def _load_dicom_series(
     folder: Path, info: DicomSeriesInfo, min_slices: int, check_hu: bool, max_memory_gb: float | None = None
 ) -> Volume:
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in info.files]
-    check_memory(folder, (len(headers), int(headers[0].get("Rows", 0) or 0), int(headers[0].get("Columns", 0) or 0)),
+    first = read_header(info.files[0])
+    check_memory(folder, (len(info.files), int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)),
                  max_memory_gb)
-    _check_modality(folder, headers[0])
+    _check_modality(folder, first)
+    headers = read_series_headers(folder, info.files)
+    check_one_reconstruction(folder, info.summary(), info.files, headers)
     try:
         iops = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
         positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
     except (AttributeError, TypeError, ValueError) as exc:
         raise CTInputError(
-            f"{folder}: a slice of series {info.summary()} lacks ImageOrientation/ImagePositionPatient"
+            f"{_shown(folder)}: a slice of series {info.summary()} lacks ImageOrientation/ImagePositionPatient"
         ) from exc
     if iops.shape[1:] != (6,) or positions.shape[1:] != (3,) or np.ptp(iops, axis=0).max() > ORTHONORMAL_TOL:
-        raise CTInputError(f"{folder}: slices of series {info.summary()} differ in ImageOrientationPatient")
+        raise CTInputError(f"{_shown(folder)}: slices of series {info.summary()} differ in ImageOrientationPatient")
     geometry = _stack_geometry(folder, positions, iops[0], _pixel_spacing(headers[0]), min_slices)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([info.files[n] for n in geometry.order])
@@ -188,8 +219,9 @@ def _load_dicom_series(
         with _itk_warnings_off():
             array = sitk.GetArrayFromImage(reader.Execute())
     except RuntimeError as exc:
-        reason = _itk_reason(exc)
-        raise CTInputError(f"{folder}: cannot read the pixel data of series {info.summary()} ({reason})") from exc
+        reason = sanitize_text(_itk_reason(exc), 300)
+        raise CTInputError(f"{_shown(folder)}: cannot read the pixel data of series {info.summary()} ({reason})") \
+            from exc
     volume = _finish_stack(str(folder), array, geometry)
     return _check_rescale(volume, headers[0], check_hu)
 
@@ -197,18 +229,21 @@ def _load_dicom_series(
 def _load_dicom_file(
     p: Path, min_slices: int, check_hu: bool, source: str, max_memory_gb: float | None = None
 ) -> Volume:
-    ds = pydicom.dcmread(p, stop_before_pixels=True)
+    ds = read_header(p)
     _check_modality(p, ds)
     frames = _n_frames(ds)
     check_memory(p, (frames, int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)), max_memory_gb)
+    where = _shown(p)
     if frames < 2:
-        raise CTInputError(f"{p}: a single 2-D DICOM slice, not a 3-D CT; load the folder holding the whole series")
+        raise CTInputError(f"{where}: a single 2-D DICOM slice, not a 3-D CT; load the folder holding the whole series")
     if frames < min_slices:
-        raise CTInputError(f"{p}: only {frames} frames (slices); need at least {min_slices}")
+        raise CTInputError(f"{where}: only {frames} frames (slices); need at least {min_slices}")
+    read_series_headers(p, [p])
     try:
         image = sitk.ReadImage(str(p), sitk.sitkFloat32)
     except RuntimeError as exc:
-        raise CTInputError(f"{p}: cannot read the DICOM pixel data ({_itk_reason(exc)})") from exc
+        raise CTInputError(f"{where}: cannot read the DICOM pixel data ({sanitize_text(_itk_reason(exc), 300)})") \
+            from exc
     array = _as_hu_dtype(sitk.GetArrayFromImage(image))
     frame_geometry = _enhanced_frame_geometry(ds)
     if frame_geometry is None:
@@ -238,10 +273,10 @@ def _stack_geometry(
     """Sort slices along the normal and apply the tilt and slice-spacing policy of the module docstring."""
     row, col = iop[:3], iop[3:]
     if max(abs(row @ col), abs(row @ row - 1), abs(col @ col - 1)) > ORTHONORMAL_TOL:
-        raise CTInputError(f"{source}: ImageOrientationPatient {iop.tolist()} is not orthonormal")
+        raise CTInputError(f"{_shown(source)}: ImageOrientationPatient {iop.tolist()} is not orthonormal")
     normal = np.cross(row, col)
     if len(positions) < min_slices:
-        raise CTInputError(f"{source}: only {len(positions)} slices; need at least {min_slices}")
+        raise CTInputError(f"{_shown(source)}: only {len(positions)} slices; need at least {min_slices}")
     z = positions @ normal
     order = np.argsort(z, kind="stable")
     z, positions = z[order], positions[order]
@@ -250,7 +285,7 @@ def _stack_geometry(
     if drift_mm > MAX_INPLANE_DRIFT_VOXELS * min(spacing_xy):
         tilt_deg = np.degrees(np.arctan2(np.linalg.norm(drift[-1]), z[-1] - z[0]))
         raise CTInputError(
-            f"{source}: gantry tilt or sheared slices (slices drift {drift_mm:.2f} mm in-plane, tilt ≈ "
+            f"{_shown(source)}: gantry tilt or sheared slices (slices drift {drift_mm:.2f} mm in-plane, tilt ≈ "
             f"{tilt_deg:.1f}°); refused: resample it to an orthogonal grid first"
         )
     spacing_z, resample = _slice_spacing(source, z)
@@ -272,12 +307,12 @@ def _slice_spacing(source: Path, z: np.ndarray) -> tuple[float, bool]:
     if median <= 0 or gaps.min() <= DUPLICATE_SLICE_RTOL * median:
         at = float(z[int(np.argmin(gaps))])
         raise CTInputError(
-            f"{source}: duplicate slice positions (two slices at {at:.2f} mm); refused: mixed acquisitions?"
+            f"{_shown(source)}: duplicate slice positions (two slices at {at:.2f} mm); refused: mixed acquisitions?"
         )
     if gaps.max() >= MISSING_SLICE_RATIO * median:
         n = int(np.argmax(gaps))
         raise CTInputError(
-            f"{source}: missing slice(s): gap of {gaps[n]:.2f} mm between {z[n]:.2f} and {z[n + 1]:.2f} mm is "
+            f"{_shown(source)}: missing slice(s): gap of {gaps[n]:.2f} mm between {z[n]:.2f} and {z[n + 1]:.2f} mm is "
             f"{gaps[n] / median:.1f}× the median spacing {median:.3g} mm; refused"
         )
     deviation = float(np.abs(gaps - median).max() / median)
@@ -343,7 +378,8 @@ def _check_modality(source: Path, ds: pydicom.Dataset) -> None:
     sop_class = str(ds.get("SOPClassUID", "") or "")
     if modality == "CT" or (not modality and sop_class in CT_SOP_CLASS_UIDS):
         return
-    raise CTInputError(f"{source}: DICOM modality {modality or '<missing>'!r}, not CT (SOP class {sop_class or '?'})")
+    raise CTInputError(f"{_shown(source)}: DICOM modality {sanitize_text(repr(modality or '<missing>'), 40)}, not CT "
+                       f"(SOP class {sanitize_text(sop_class or '?', 80)})")
 
 
 def _check_rescale(volume: Volume, ds: pydicom.Dataset, check_hu: bool) -> Volume:

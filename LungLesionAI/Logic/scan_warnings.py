@@ -18,7 +18,7 @@ import numpy as np
 
 from .volume import Volume
 
-__all__ = ["MIN_LUNG_VOLUME_ML", "NO_LUNG_WARNING", "THICK_SLICE_MM", "scan_warnings"]
+__all__ = ["MIN_LUNG_VOLUME_ML", "NO_LUNG_WARNING", "THICK_SLICE_MM", "result_summary", "scan_warnings"]
 
 MIN_LUNG_VOLUME_ML = 20.0
 """Least total lung volume (mL) that counts as "lung found": a few slices through the lung bases hold 100 mL or
@@ -68,3 +68,22 @@ def scan_warnings(volume: Volume, lung_labels: np.ndarray) -> list[str]:
         warnings.append(f"slices {slice_mm:.1f} mm apart (thicker than {THICK_SLICE_MM:g} mm): sensitivity for "
                         "small nodules is reduced and sizes are less accurate")
     return warnings
+
+
+def result_summary(n_findings: int, warnings: list[str]) -> str:
+    """The one-paragraph result for people (the Slicer panel's status line): the finding count, or "not searched"
+    when no lung was found, followed by every warning.
+
+    Args:
+        n_findings: number of findings in the report.
+        warnings: ``Report.warnings``.
+
+    Example:
+        >>> result_summary(0, ["no lung of plausible size found (0 mL of lung segmented): …"])[:13]
+        'Not searched:'
+    """
+    if any(w.startswith(NO_LUNG_WARNING) for w in warnings):
+        head = "Not searched: no lung of plausible size was found in this scan (not a negative result)."
+    else:
+        head = f"Found {n_findings} finding(s). Click a row to go to a finding."
+    return head + "".join(f"\nWarning: {w}" for w in warnings)
