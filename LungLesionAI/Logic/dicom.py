@@ -383,14 +383,16 @@ def _check_modality(source: Path, ds: pydicom.Dataset) -> None:
 
 
 def _check_rescale(volume: Volume, ds: pydicom.Dataset, check_hu: bool) -> Volume:
-    """DICOM CT without any rescale intercept may hold raw values: apply the HU check to those."""
+    """The HU plausibility check (:func:`lunglesionai.ct_checks._check_hu_range`) for every DICOM CT: without
+    any rescale intercept the stored values may be raw (all rules); with one, a wrong slope (HU×10) or intercept
+    (a missing −1024 offset) is still checked, the need for air or lung is not (the rescale is the scanner's)."""
     has_rescale = "RescaleIntercept" in ds or any(
         "PixelValueTransformationSequence" in g for g in ds.get("SharedFunctionalGroupsSequence", [])
     )
     if not has_rescale:
         logger.warning("%s: DICOM without RescaleIntercept; assuming the stored values are HU", volume.source)
-        if check_hu:
-            _check_hu_range(volume)
+    if check_hu:
+        _check_hu_range(volume, require_air=not has_rescale)
     return volume
 
 

@@ -37,8 +37,11 @@ from .ct_checks import (  # noqa: F401  (ORTHONORMAL_TOL re-exported for callers
     _check_orthonormal,
     _check_shape,
     _itk_reason,
+    check_finite,
     check_memory,
     check_regular_file,
+    check_spacing,
+    sanitize_text,
 )
 from .dicom import (  # noqa: F401  (constants re-exported for callers of lunglesionai.io)
     CT_SOP_CLASS_UIDS,
@@ -52,6 +55,7 @@ from .dicom import (  # noqa: F401  (constants re-exported for callers of lungle
     _load_dicom_series,
     list_dicom_series,
 )
+from .image_checks import check_declared_data, read_declared_data
 from .volume import Volume
 
 __all__ = [
@@ -93,8 +97,10 @@ def load_volume(
         path: DICOM series folder, multi-frame DICOM file, or .nii/.nii.gz/.nrrd/.nhdr/.mha/.mhd file.
         series_uid: SeriesInstanceUID to load from a DICOM folder that holds several CT series.
         min_slices: fewest slices accepted (default ``MIN_SLICES`` = 10).
-        check_hu: for non-DICOM files (and DICOM without rescale tags), refuse data whose minimum is above
-            ``MIN_HU_AIR`` (-500 HU): MR, or CT stored without the -1024 offset.
+        check_hu: for non-DICOM files (and DICOM without rescale tags), refuse intensities that are not
+            plausible HU (:func:`lunglesionai.ct_checks.check_hu_plausible`: no air or lung, e.g. MR or raw
+            values without the -1024 offset; many values far below air, e.g. HU×10; non-air median far above
+            soft tissue).
         max_memory_gb: memory budget of the analysis in GB; a volume whose header declares more voxels than
             fit (:func:`lunglesionai.ct_checks.check_memory`) is refused before its voxels are read. None:
             ``DEFAULT_MAX_MEMORY_GB`` (16 GB).
@@ -106,7 +112,10 @@ def load_volume(
     Raises:
         CTInputError: missing path, unreadable or unsupported file, 2-D image or single slice, fewer than
             ``min_slices`` slices, non-CT modality, intensities not in HU, several CT series without
-            ``series_uid``, missing or duplicate slices, gantry tilt, non-orthogonal direction cosines.
+            ``series_uid``, missing or duplicate slices, gantry tilt, non-orthogonal direction cosines; for
+            NIfTI/NRRD/MetaImage also a corrupt header (magic, datatype/bitpix, dimensions, voxel offset), a
+            voxel size that is zero, negative or NaN, data shorter than the header declares or a corrupt
+            compressed stream (:mod:`lunglesionai.image_checks`), NaN/Inf voxels or NIfTI scaling.
 
     Example:
         >>> vol = load_volume("chest.nii.gz")  # doctest: +SKIP
@@ -118,7 +127,8 @@ def load_volume(
     p = p.resolve()
     check_regular_file(p)
     if series_uid is not None and not p.is_dir():
-        raise CTInputError(f"{p}: series_uid={series_uid!r} given, but the input is a file, not a DICOM folder")
+        raise CTInputError(f"{sanitize_text(p)}: --series-uid {sanitize_text(series_uid)} given, but the input is a "
+                           f"file, not a DICOM folder")
     if p.is_dir():
         info = _choose_series(p, list_dicom_series(p), series_uid, min_slices)
         if len(info.files) == 1:
@@ -200,6 +210,14 @@ def volume_from_sitk(image: sitk.Image, source: str = "") -> Volume:
 
 
 def _load_image_file(p: Path, min_slices: int, check_hu: bool, max_memory_gb: float | None = None) -> Volume:
+    """Read a NIfTI/NRRD/MetaImage (or other ITK-readable) file, checking it before and after the voxels are read.
+
+    Order: own header parse (:func:`lunglesionai.image_checks.read_declared_data`: magic, datatype, dimensions,
+    voxel offset, voxel size, scaling), ITK's header read, shape, memory budget and ITK's voxel size, then the
+    declared data length against the file (whole compressed stream decompressed in chunks,
+    :func:`~lunglesionai.image_checks.check_declared_data`), then the voxels: finite values, plausible HU.
+    """
+    declared = read_declared_data(p) if _matching_suffix(p, VOLUME_SUFFIXES) else None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
@@ -213,11 +231,15 @@ def _load_image_file(p: Path, min_slices: int, check_hu: bool, max_memory_gb: fl
     check_memory(p, reader.GetSize()[::-1], max_memory_gb)
     if _matching_suffix(p, VOLUME_SUFFIXES) is None:
         raise CTInputError(f"{p}: unsupported format; accepted: a DICOM folder or file, {', '.join(VOLUME_SUFFIXES)}")
+    check_spacing(p, reader.GetSpacing())
+    if declared is not None:
+        check_declared_data(p, declared)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
         raise CTInputError(f"{p}: unreadable image data ({_itk_reason(exc)})") from exc
     volume = volume_from_sitk(image, str(p))
+    check_finite(p, volume.hu)
     if check_hu:
         _check_hu_range(volume)
     return volume
