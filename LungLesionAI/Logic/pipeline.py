@@ -170,7 +170,7 @@ def analyze_volume(
         stages["lung_mask"] = "classical (threshold, airway removal, left/right split, hole filling)"
         warnings = scan_warnings(lps_volume, lung_mask)
         for warning in warnings:
-            logger.warning("%s: %s", volume.source or "volume", warning)
+            logger.info("%s: %s", volume.source or "volume", warning)  # shown by the callers (CLI summary, panel)
     with tracker("detection"):
         detection = detect_nodules(lps_volume, lung_mask, config)
         threshold = detection.default_min_score if config.min_score is None else config.min_score
