@@ -1,9 +1,9 @@
 """LungLesionAI: find, outline and measure lung nodules in a chest CT (3D Slicer scripted module).
 
 The work is done by the ``lunglesionai`` package, which the extension installs beside this file. The analysis runs in
-a background process (``PythonSlicer -m lunglesionai analyze …``, see ``lunglesionai.background``) so the GUI never
+a background process (``PythonSlicer -m lunglesionai analyze …``, see ``lunglesionai.app.background``) so the GUI never
 freezes; the Widget polls it on a timer, Cancel ends its process tree. All MRML work is in the Logic (through
-``lunglesionai.review`` and ``lunglesionai.mrml``); the Widget only binds the panel to it. Requires Slicer 5.8 or later.
+``lunglesionai.mrml.review`` and ``lunglesionai.mrml.scene``); the Widget only binds the panel to it. Requires Slicer 5.8 or later.
 
 Scripting (Slicer's Python console)::
 
@@ -12,7 +12,6 @@ Scripting (Slicer's Python console)::
     result.nodes.table_node_id, [f.id for f in result.findings]
 """
 
-import importlib.util
 import logging
 import os
 import re
@@ -32,6 +31,7 @@ import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from LungLesionAILib.install import ensurePythonRequirements
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -43,7 +43,10 @@ from slicer.util import VTKObservationMixin
 logger = logging.getLogger(__name__)
 
 MODULE_DIR = os.path.dirname(os.path.abspath(__file__))
-REQUIREMENTS_PATH = os.path.join(MODULE_DIR, "Resources", "requirements.txt")
+#: In a source checkout the package is ``Logic/lunglesionai``; the extension installs it beside this file instead.
+SOURCE_PACKAGE_PARENT = os.path.join(MODULE_DIR, "Logic")
+if os.path.isdir(os.path.join(SOURCE_PACKAGE_PARENT, "lunglesionai")) and SOURCE_PACKAGE_PARENT not in sys.path:
+    sys.path.insert(0, SOURCE_PACKAGE_PARENT)
 #: Compute devices offered in the GUI: "auto" uses a CUDA GPU when there is one; classical stages run on the CPU.
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_LABELS = ("Auto (GPU when available)", "CPU", "GPU (CUDA)")
@@ -54,8 +57,6 @@ DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading")
 #: Default operating point: the FP-reduction model's (models/fpr/config.json "operating_point", chosen on the
 #: composite validation set: at most 1 false positive per scan); 0 keeps every candidate. See README.
 DEFAULT_MIN_SCORE = 0.55
-#: Minimum torch version (installed through the PyTorch extension, not pip).
-TORCH_REQUIREMENT = ">=2.2"
 STAGE_TITLES = {
     "lung_mask": _("Finding the lungs"),
     "detection": _("Detecting nodules"),
@@ -100,115 +101,11 @@ class LungLesionAI(ScriptedLoadableModule):
         )
 
 
-#
-# Python requirements
-#
-
-
-def _readRequirementLines(path: str) -> list:
-    with open(path, encoding="utf-8") as file:
-        lines = (line.split("#", 1)[0].strip() for line in file)
-        return [line for line in lines if line and not line.startswith("-")]
-
-
-def missingPythonRequirements() -> list:
-    """Requirement lines of ``Resources/requirements.txt`` whose distribution is not installed (versions not checked;
-    ``pip_ensure`` checks them). "torch" is reported too when it is missing."""
-    from importlib import metadata
-
-    missing = []
-    for requirement in _readRequirementLines(REQUIREMENTS_PATH) + [f"torch{TORCH_REQUIREMENT}"]:
-        name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
-        try:
-            metadata.version(name)
-        except metadata.PackageNotFoundError:
-            missing.append(requirement)
-    return missing
-
-
-def manualInstallMessage(requirements: list) -> str:
-    """What to run by hand when the automatic installation fails (offline, proxy)."""
-    quoted = " ".join(f'"{r}"' for r in requirements if not r.startswith("torch"))
-    lines = [_("LungLesionAI could not install the Python packages it needs (offline, or a proxy blocks pip?).")]
-    if any(r.startswith("torch") for r in requirements):
-        lines.append(_("PyTorch: install the 'PyTorch' extension from the Extension Manager, restart Slicer, open the "
-                       "'PyTorch Utils' module and click 'Install PyTorch' (torch {req}).").format(req=TORCH_REQUIREMENT))
-    if quoted:
-        lines.append(_("Other packages: in Slicer's Python console run") + f"\n    slicer.util.pip_install('{quoted}')\n"
-                     + _("or in a terminal") + f"\n    PythonSlicer -m pip install {quoted}\n"
-                     + _("(behind a proxy add --proxy http://HOST:PORT; offline, download the wheels elsewhere and "
-                         "install them with --no-index --find-links FOLDER)."))
-    lines.append(_("Then restart Slicer."))
-    return "\n".join(lines)
-
-
-def ensurePythonRequirements() -> None:
-    """Install what the package needs when missing (may ask the user; call from the GUI).
-
-    torch comes from the PyTorch extension's ``PyTorchUtils`` (first, so that pip does not fetch a CPU-only torch
-    for monai); the rest from ``Resources/requirements.txt`` through ``slicer.packaging.pip_ensure`` (Slicer 5.12+;
-    ``slicer.pydeps.pip_ensure`` on builds that name it so), else ``slicer.util.pip_install``.
-
-    Raises:
-        RuntimeError: installation declined or failed; the message says exactly what to install by hand.
-    """
-    missing = missingPythonRequirements()
-    if not missing:
-        return
-    try:
-        if any(r.startswith("torch") for r in missing):
-            _installTorch()
-        requirements = [r for r in missing if not r.startswith("torch")]
-        if requirements:
-            pipEnsure = _pipEnsure()
-            if pipEnsure is not None:
-                pipEnsure(_readRequirementLines(REQUIREMENTS_PATH), requester="LungLesionAI")
-            else:
-                slicer.util.pip_install(requirements)
-    except Exception as error:
-        raise RuntimeError(manualInstallMessage(missing) + f"\n\n({type(error).__name__}: {error})") from error
-    stillMissing = missingPythonRequirements()
-    if stillMissing:
-        raise RuntimeError(manualInstallMessage(stillMissing))
-
-
-def _pipEnsure():
-    for moduleName in ("slicer.packaging", "slicer.pydeps"):
-        try:
-            module = importlib.import_module(moduleName)
-        except ImportError:
-            continue
-        if hasattr(module, "pip_ensure"):
-            return module.pip_ensure
-    return None
-
-
-def _installTorch() -> None:
-    try:
-        import PyTorchUtils
-    except ImportError as error:
-        raise RuntimeError(_("The PyTorch extension is not installed")) from error
-    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    if not torchLogic.torchInstalled():
-        torch = torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT)
-        if torch is None:
-            raise RuntimeError(_("PyTorch installation was declined"))
-
-
 def importLungLesionAI():
-    """Import the ``lunglesionai`` package: installed beside this file, or ``Logic/`` of a source checkout."""
-    try:
-        import lunglesionai
-    except ModuleNotFoundError as error:
-        initPath = os.path.join(MODULE_DIR, "Logic", "__init__.py")
-        if error.name != "lunglesionai" or not os.path.exists(initPath):
-            raise
-        spec = importlib.util.spec_from_file_location(
-            "lunglesionai", initPath, submodule_search_locations=[os.path.dirname(initPath)]
-        )
-        lunglesionai = importlib.util.module_from_spec(spec)
-        sys.modules["lunglesionai"] = lunglesionai
-        spec.loader.exec_module(lunglesionai)
+    """Import the ``lunglesionai`` package with a plain import: installed beside this file by the extension, or
+    found in ``Logic/`` of a source checkout (added to ``sys.path`` at load time, see :data:`SOURCE_PACKAGE_PARENT`)."""
+    import lunglesionai
+
     return lunglesionai
 
 
@@ -489,8 +386,8 @@ class LungLesionAIResult:
     """What :meth:`LungLesionAILogic.process` returns.
 
     Args:
-        nodes: ``lunglesionai.review.SceneResults``: ids of the table, segmentation, points, lesion boxes and volume.
-        report: ``lunglesionai.findings.Report`` (LPS mm; findings with masks on the volume's grid).
+        nodes: ``lunglesionai.mrml.review.SceneResults``: ids of the table, segmentation, points, lesion boxes and volume.
+        report: ``lunglesionai.core.findings.Report`` (LPS mm; findings with masks on the volume's grid).
     """
 
     nodes: object
@@ -498,7 +395,7 @@ class LungLesionAIResult:
 
     @property
     def findings(self) -> list:
-        """The findings (``lunglesionai.findings.Finding``), in report order."""
+        """The findings (``lunglesionai.core.findings.Finding``), in report order."""
         return list(self.report.findings)
 
 
@@ -514,7 +411,7 @@ class AnalysisJob:
         self.startedAt = time.monotonic()
 
     def poll(self):
-        """``lunglesionai.background.AnalysisStatus``: state, stage, fraction, error; never blocks."""
+        """``lunglesionai.app.background.AnalysisStatus``: state, stage, fraction, error; never blocks."""
         return self.background.poll()
 
     def cancel(self):
@@ -576,9 +473,9 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         if not 0.0 <= float(minScore) <= 1.0:
             raise ValueError(f"minScore must be in [0, 1], got {minScore}")
         importLungLesionAI()
-        from lunglesionai import mrml
-        from lunglesionai.background import BackgroundAnalysis
-        from lunglesionai.io import save_volume
+        from lunglesionai.mrml import scene as mrml
+        from lunglesionai.app.background import BackgroundAnalysis
+        from lunglesionai.io.ct_files import save_volume
 
         base = slicer.app.temporaryPath if hasattr(slicer, "app") else None
         tempDir = tempfile.mkdtemp(prefix="LungLesionAI-", dir=base)
@@ -615,7 +512,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             RuntimeError: the run failed (its error line) or was cancelled; the scene is unchanged.
             ValueError: the input volume left the scene, or its grid changed since the start.
         """
-        from lunglesionai import review
+        from lunglesionai.mrml import review
 
         scene = scene or slicer.mrmlScene
         try:
@@ -681,43 +578,43 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
     def resultsFromTable(tableNode):
         """``SceneResults`` of a findings table (raises ValueError for other tables)."""
         importLungLesionAI()
-        from lunglesionai import review
+        from lunglesionai.mrml import review
 
         return review.SceneResults.from_table_node(tableNode)
 
     @staticmethod
     def setReviewStatus(results, findingId: str, status: str):
         """Accept ("accepted"), reject ("rejected") or reset ("proposed") a finding in table, markups and report."""
-        from lunglesionai import review
+        from lunglesionai.mrml import review
 
         return review.set_review_status(slicer.mrmlScene, results, findingId, status)
 
     @staticmethod
     def updateMeasurements(results, findingId: str):
         """Measure a finding again from its (edited) segment; returns the updated Finding."""
-        from lunglesionai import review
+        from lunglesionai.mrml import review
 
         return review.update_measurements(slicer.mrmlScene, results, findingId)
 
     @staticmethod
     def findingPositionRas(results, findingId: str):
         """RAS position (mm) to centre the slice views on a finding."""
-        from lunglesionai import review
+        from lunglesionai.mrml import review
 
         return [float(v) for v in review.finding_position_ras(slicer.mrmlScene, results, findingId)]
 
     @staticmethod
     def resultSummary(result: LungLesionAIResult) -> str:
         """Status text of a loaded result: the finding count, or "not searched" when no lung was found, and every
-        warning of the report (``lunglesionai.scan_warnings.result_summary``)."""
-        from lunglesionai.scan_warnings import result_summary
+        warning of the report (``lunglesionai.stages.scan_coverage.result_summary``)."""
+        from lunglesionai.stages.scan_coverage import result_summary
 
         return result_summary(len(result.findings), list(result.report.warnings))
 
     @staticmethod
     def saveReport(results, folder: str, overwrite: bool = False) -> dict:
         """Write the reviewed result (files of ``lunglesionai analyze`` plus report.html) into ``folder``."""
-        from lunglesionai import review
+        from lunglesionai.mrml import review
 
         return review.save_report(slicer.mrmlScene, results, folder, overwrite=overwrite)
 
@@ -744,7 +641,7 @@ class LungLesionAITest(ScriptedLoadableModuleTest):
 
     def _phantomVolumeNode(self):
         importLungLesionAI()
-        from lunglesionai import mrml
+        from lunglesionai.mrml import scene as mrml
         from lunglesionai.synth import PhantomConfig, make_phantom
 
         phantom = make_phantom(PhantomConfig.small())
@@ -755,7 +652,7 @@ class LungLesionAITest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Making a small chest phantom")
         phantom, volumeNode = self._phantomVolumeNode()
-        from lunglesionai import mrml
+        from lunglesionai.mrml import scene as mrml
 
         self.delayDisplay("Analysing in the background")
         result = LungLesionAILogic().process(volumeNode, timeoutSeconds=600)

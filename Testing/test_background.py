@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.background with the real CLI in a child process: progress lines, outputs, cancel, errors.
+"""Tests of lunglesionai.app.background with the real CLI in a child process: progress lines, outputs, cancel, errors.
 
 The phantom is the small preset (100×160×160 voxels); one run of ``analyze --detector classical`` takes a few
 seconds. Process-tree checks read /proc (Linux).
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lunglesionai import background
-from lunglesionai.background import AnalysisState, BackgroundAnalysis, analyze_arguments, analyze_command
-from lunglesionai.findings import STAGES
+from lunglesionai.app import background
+from lunglesionai.app.background import AnalysisState, BackgroundAnalysis, analyze_arguments, analyze_command
+from lunglesionai.core.findings import STAGES
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process checks read /proc (Linux)")
 CHILD_ENV = {"OMP_NUM_THREADS": "1"}
@@ -24,7 +24,7 @@ CHILD_ENV = {"OMP_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def phantom_nrrd(tmp_path_factory) -> Path:
-    from lunglesionai.io import save_volume
+    from lunglesionai.io.ct_files import save_volume
     from lunglesionai.synth import PhantomConfig, make_phantom
 
     path = tmp_path_factory.mktemp("phantom") / "phantom.nrrd"
@@ -61,7 +61,7 @@ def test_arguments_use_only_options_the_cli_has_by_default():
                              grading=False, lesions=True, device="cpu", series_uid="1.2.3")
     assert args[7:] == ["--detector", "classical", "--min-score", "0.55", "--no-fpr", "--no-grading", "--uld",
                         "--device", "cpu", "--series-uid", "1.2.3"]
-    from lunglesionai.cli import build_parser  # every option written is one the CLI accepts
+    from lunglesionai.app.cli import build_parser  # every option written is one the CLI accepts
 
     assert build_parser().parse_args(args).uld is True
     for bad in ({"device": "gpu"}, {"min_score": 1.5}, {"detector": "magic"}):
@@ -73,7 +73,7 @@ def test_detector_names_match_the_pipelines():
     from lunglesionai.pipeline import DETECTOR_NAMES
 
     assert set(background.DETECTORS) == set(DETECTOR_NAMES)
-    from lunglesionai.cli import build_parser
+    from lunglesionai.app.cli import build_parser
 
     for name in background.DETECTORS:
         assert build_parser().parse_args(analyze_arguments("ct.nrrd", "out", detector=name)).detector == name
@@ -83,10 +83,9 @@ def test_command_runs_this_package(monkeypatch, tmp_path):
     argv, env = analyze_command(["--version"])
     assert argv[:3] == [sys.executable, "-m", "lunglesionai"]
     assert env["PYTHONUNBUFFERED"] == "1"
-    # A package folder not importable by name (Slicer's Logic/ checkout): the bootstrap loads it from its folder.
-    monkeypatch.setattr(background, "_importable_by_name", lambda package_dir: False)
-    argv, env = analyze_command(["--version"])
-    assert argv[1] == "-c" and argv[-1] == "--version"
+    # The package's parent folder comes first on PYTHONPATH, so the child imports this very package from any cwd.
+    package_parent = Path(background.__file__).resolve().parents[2]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(package_parent)
     result = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("lunglesionai ")

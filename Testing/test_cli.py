@@ -12,9 +12,9 @@ import SimpleITK as sitk
 
 from dicom_fixtures import write_series
 
-from lunglesionai.cli import EXIT_BAD_INPUT, main
-from lunglesionai.findings import validate_report_dict
-from lunglesionai.io import save_volume
+from lunglesionai.app.cli import EXIT_BAD_INPUT, main
+from lunglesionai.core.findings import validate_report_dict
+from lunglesionai.io.ct_files import save_volume
 from lunglesionai.synth import PhantomConfig, make_phantom
 
 
@@ -157,7 +157,7 @@ def test_evaluate_phantom_json(tmp_path, capsys):
 
 
 def test_progress_lines_for_a_parent_process(phantom_file, tmp_path):
-    from lunglesionai.progress import parse_progress_line
+    from lunglesionai.app.progress import parse_progress_line
 
     _, path = phantom_file
     result = _run_cli("analyze", str(path), "-o", str(tmp_path / "out"), "--progress", "lines")

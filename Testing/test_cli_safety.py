@@ -22,12 +22,12 @@ import pytest
 
 from dicom_fixtures import write_series
 from lunglesionai import pipeline
-from lunglesionai.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, main
-from lunglesionai.findings import InputInfo, Report
-from lunglesionai.io import load_volume, save_volume
-from lunglesionai.output_folder import MANIFEST_NAME
-from lunglesionai.scan_warnings import NO_LUNG_WARNING, result_summary, scan_warnings
-from lunglesionai.volume import Volume
+from lunglesionai.app.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, main
+from lunglesionai.core.findings import InputInfo, Report
+from lunglesionai.io.ct_files import load_volume, save_volume
+from lunglesionai.core.output_folder import MANIFEST_NAME
+from lunglesionai.stages.scan_coverage import NO_LUNG_WARNING, result_summary, scan_warnings
+from lunglesionai.core.volume import Volume
 
 
 def _chest_like_volume(spacing_z: float = 2.0, spacing_xy: float = 1.5) -> Volume:
@@ -177,7 +177,7 @@ def test_device_cuda_without_cuda_is_one_line(ct_file, tmp_path, quick_analysis,
 
 @pytest.mark.parametrize("stop, code", [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)])
 def test_signal_while_writing_leaves_nothing(ct_file, tmp_path, quick_analysis, monkeypatch, capsys, stop, code):
-    from lunglesionai import export
+    from lunglesionai.io import outputs as export
 
     def write_and_get_stopped(*args, **kwargs):
         os.kill(os.getpid(), stop)  # delivered to this (main) thread; the handler runs at the next bytecode
@@ -234,7 +234,7 @@ def test_library_warnings_go_to_the_log_not_the_terminal(ct_file, tmp_path, monk
 
 
 def test_help_lists_every_subcommand_and_imports_nothing_heavy():
-    code = ("import sys\nfrom lunglesionai.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom lunglesionai.app.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = sorted(m for m in ('torch', 'monai', 'SimpleITK') if m in sys.modules)\n"
             "print('HEAVY', heavy)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

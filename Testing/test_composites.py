@@ -1,4 +1,4 @@
-"""Composites: real LIDC nodules pasted into phantom / real lungs (lunglesionai.composites)."""
+"""Composites: real LIDC nodules pasted into phantom / real lungs (lunglesionai.datagen.composites)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ import json
 import numpy as np
 import pytest
 from conftest import shared_path
-from lunglesionai.composites import (
+from lunglesionai.app.data_commands import add_make_composites_parser
+from lunglesionai.datagen.composites import (
     COMPOSITES_SCHEMA_ID,
     Composite,
     CompositeConfig,
     NoduleSource,
-    add_make_composites_parser,
     compose,
     phantom_host,
     real_host,
     write_composite_set,
 )
-from lunglesionai.lidc import load_voi, read_nodule_table
-from lunglesionai.luna16 import read_annotations, read_seriesuids
-from lunglesionai.volume import Volume
+from lunglesionai.datasets.lidc import load_voi, read_nodule_table
+from lunglesionai.datasets.luna16 import read_annotations, read_seriesuids
+from lunglesionai.core.volume import Volume
 from scipy import ndimage
 
 LUNG_HU = -850
@@ -227,7 +227,7 @@ def test_write_composite_set(tmp_path, host, val_source):
     document = json.loads((out / "truth.json").read_text())
     assert document["schema"] == COMPOSITES_SCHEMA_ID and "Not clinical" in document["note"]
     assert document["cases"]["case-1"]["nodules"] == json.loads(json.dumps(cases[1].truth))
-    from lunglesionai.io import load_volume
+    from lunglesionai.io.ct_files import load_volume
 
     assert np.array_equal(load_volume(out / "case-0.nii.gz").hu, cases[0].volume.hu)
     with pytest.raises(FileExistsError):

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lunglesionai.deeplesion import (
+from lunglesionai.app.evaluate_commands import add_evaluate_uld_parser
+from lunglesionai.datasets.deeplesion import (
     PNG_HU_OFFSET,
     DeepLesionError,
     key_images,
@@ -17,13 +18,12 @@ from lunglesionai.deeplesion import (
     load_slice_hu,
     read_dl_info,
 )
-from lunglesionai.uld_evaluation import (
+from lunglesionai.evaluation.deeplesion_protocol import (
     ImageDetections,
-    add_evaluate_uld_parser,
     match_images,
     uld_metrics,
 )
-from lunglesionai.uld_net import ULDConfig
+from lunglesionai.nets.mp3d import ULDConfig
 
 COLUMNS = ["File_name", "Patient_index", "Study_index", "Series_ID", "Key_slice_index", "Measurement_coordinates",
            "Bounding_boxes", "Lesion_diameters_Pixel_", "Normalized_lesion_location", "Coarse_lesion_type",
@@ -162,9 +162,9 @@ def test_metric_inputs_are_checked():
 def test_evaluate_uld_command_writes_metrics(deeplesion, tmp_path):
     import argparse
 
-    from lunglesionai.model_store import save_model
-    from lunglesionai.uld import ULD_FORMAT, WEIGHTS_FILE
-    from lunglesionai.uld_net import build_uld_detector
+    from lunglesionai.nets.model_store import save_model
+    from lunglesionai.stages.universal_lesions.detector import ULD_FORMAT, WEIGHTS_FILE
+    from lunglesionai.nets.mp3d import build_uld_detector
 
     torch.manual_seed(0)
     save_model(tmp_path / "model", build_uld_detector(CONFIG).network.state_dict(), WEIGHTS_FILE,

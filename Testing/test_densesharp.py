@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.densesharp: output shapes, input checks, config validation, size budget."""
+"""Tests of lunglesionai.nets.densesharp: output shapes, input checks, config validation, size budget."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from lunglesionai.densesharp import DenseSharpConfig, DenseSharpNet
+from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet
 
 TINY = DenseSharpConfig(stem_channels=4, down_channels=8, growth_rate=4, block_layers=(1, 1), decoder_channels=(4, 8))
 

@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.detection: spheres of 3-30 mm (solid and ground-glass) are found, vessels are not."""
+"""Tests of lunglesionai.stages.blob_detector: spheres of 3-30 mm (solid and ground-glass) are found, vessels are not."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from lunglesionai.detection import BlobDetectorConfig, Candidate, blob_scales_mm, detect_candidates
-from lunglesionai.volume import Volume
+from lunglesionai.stages.blob_detector import BlobDetectorConfig, Candidate, blob_scales_mm, detect_candidates
+from lunglesionai.core.volume import Volume
 
 SPACING = (0.8, 0.8, 1.0)  # (x, y, z) mm
 LUNG_HU, SOLID_HU, GGO_HU = -850.0, 30.0, -600.0

@@ -1,4 +1,4 @@
-"""LUNA16 detection protocol: FROC, CPM, excluded findings, MONAI cross-check (lunglesionai.detection_evaluation)."""
+"""LUNA16 detection protocol: FROC, CPM, excluded findings, MONAI cross-check (lunglesionai.evaluation.luna16_protocol)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import json
 import numpy as np
 import pytest
 from conftest import shared_path
-from lunglesionai.detection_evaluation import (
+from lunglesionai.app.evaluate_commands import add_evaluate_detection_parser
+from lunglesionai.evaluation.luna16_protocol import (
     FP_RATES,
-    add_evaluate_detection_parser,
     evaluate_detection,
     froc_curve,
     froc_luna16,
     match_scan,
 )
-from lunglesionai.luna16 import (
+from lunglesionai.datasets.luna16 import (
     PREDICTION_COLUMNS,
     read_annotations,
     read_seriesuids,
@@ -193,7 +193,7 @@ def test_evaluate_detection_from_predictions_and_cli(tmp_path):
 
 
 def test_evaluate_detection_runs_the_pipeline(tmp_path):
-    from lunglesionai.io import save_volume
+    from lunglesionai.io.ct_files import save_volume
     from lunglesionai.synth import PhantomConfig, make_phantom
 
     phantom = make_phantom(PhantomConfig.small(seed=2))

@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.dicom_checks through load_volume and the CLI: no broken DICOM input is accepted.
+"""Tests of lunglesionai.io.dicom_checks through load_volume and the CLI: no broken DICOM input is accepted.
 
 Each case is a tiny DICOM series (12 slices of 16×16, written by pydicom in dicom_fixtures) made broken in one
 way that GDCM reads without a word today: a broken or looping symbolic link, a FIFO, a damaged or truncated
@@ -25,10 +25,10 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import RLELossless
 
-from lunglesionai import dicom_checks
-from lunglesionai.cli import EXIT_BAD_INPUT, main
-from lunglesionai.dicom import DicomSeriesInfo
-from lunglesionai.io import CTInputError, load_volume
+from lunglesionai.io import dicom_checks
+from lunglesionai.app.cli import EXIT_BAD_INPUT, main
+from lunglesionai.io.dicom_series import DicomSeriesInfo
+from lunglesionai.io.ct_files import CTInputError, load_volume
 
 SHAPE = (16, 16)  # GDCM cannot decode RLE frames much smaller than this at all
 N_SLICES = 12
@@ -337,7 +337,7 @@ def test_clutter_and_non_image_dicom_are_ignored(tmp_path, caplog):
     report.SOPClassUID = report.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"
     report.Modality, report.SeriesInstanceUID = "SR", pydicom.uid.generate_uid()
     report.save_as(folder / "dose_report.dcm", enforce_file_format=True)
-    with caplog.at_level(logging.INFO, logger="lunglesionai.dicom_checks"):
+    with caplog.at_level(logging.INFO, logger="lunglesionai.io.dicom_checks"):
         volume = load_volume(folder)
     assert volume.shape_zyx == (N_SLICES, *SHAPE)
     np.testing.assert_array_equal(volume.hu[3], hu_of_z(SPACING_MM * 3, SHAPE))
@@ -353,7 +353,7 @@ def test_corrupt_rle_frame_is_checked_only_where_pydicom_can_decode(tmp_path, mo
                                                                                         number_of_frames=1)))))])
     ds.save_as(target, enforce_file_format=True)
     monkeypatch.setattr(dicom_checks, "_decoder_available", lambda syntax, bits_stored: False)
-    with caplog.at_level(logging.INFO, logger="lunglesionai.dicom_checks"):
+    with caplog.at_level(logging.INFO, logger="lunglesionai.io.dicom_checks"):
         load_volume(folder)  # no decoder: GDCM's garbage goes through, but the skipped check is logged
     assert "no pydicom decoder for transfer syntax RLE Lossless" in caplog.text
     assert f"decode check of {N_SLICES} compressed file(s) skipped" in caplog.text

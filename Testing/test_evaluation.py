@@ -1,9 +1,9 @@
-"""Tests of lunglesionai.evaluation: the LUNA16 centre-within-radius matching."""
+"""Tests of lunglesionai.evaluation.metrics.luna16_hits: the LUNA16 centre-within-radius matching."""
 
 import numpy as np
 import pytest
 
-from lunglesionai.evaluation import match_centres
+from lunglesionai.evaluation.metrics.luna16_hits import match_centres
 
 
 def test_hits_misses_and_false_positives():

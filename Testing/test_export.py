@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.export: files written by write_outputs, read back through Slicer's own storage nodes.
+"""Tests of lunglesionai.io.outputs: files written by write_outputs, read back through Slicer's own storage nodes.
 
 The grid has an oblique, left-handed direction and a non-zero origin, so LPS/RAS mix-ups, axis-order (z, y, x) vs
 (i, j, k) bugs and transposed direction matrices all move the read-back centres away from the findings' centres.
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
-from lunglesionai.output_folder import MANIFEST_NAME, OutputPathError, read_manifest
-from lunglesionai import export
-from lunglesionai.export import markups_fiducial_dict, markups_roi_dict, segmentation_dict, write_outputs
-from lunglesionai.findings import Finding, FindingMask, InputInfo, Report
-from lunglesionai.volume import Volume
+from lunglesionai.core.output_folder import MANIFEST_NAME, OutputPathError, read_manifest
+from lunglesionai.io import outputs as export
+from lunglesionai.io.outputs import markups_fiducial_dict, markups_roi_dict, segmentation_dict, write_outputs
+from lunglesionai.core.findings import Finding, FindingMask, InputInfo, Report
+from lunglesionai.core.volume import Volume
 
 SHAPE_ZYX = (18, 22, 26)
 SPACING_MM = (0.8, 0.9, 1.5)
@@ -80,7 +80,7 @@ def make_small_report(with_lesion: bool = True) -> Report:
 def slicer_scene():
     """A slicer-core scene set up for reading segmentations and markups."""
     import slicer  # slicer-core (requirements-dev.txt)
-    from lunglesionai.mrml import setup_scene_for_lunglesionai
+    from lunglesionai.mrml.scene import setup_scene_for_lunglesionai
 
     scene = slicer.vtkMRMLScene()
     setup_scene_for_lunglesionai(scene)
@@ -103,7 +103,7 @@ def _segment_tag(segment, name: str) -> str | None:
 
 
 def _lps(ras) -> np.ndarray:
-    """RAS -> LPS written out here, independently of lunglesionai.mrml."""
+    """RAS -> LPS written out here, independently of lunglesionai.mrml.scene."""
     x, y, z = ras
     return np.array([-x, -y, z])
 
@@ -145,7 +145,7 @@ def test_lesions_without_masks_get_boxes_only(tmp_path):
 
 
 def test_segmentation_reads_back_in_slicer(written, slicer_scene):
-    from lunglesionai.mrml import reference_image_geometry_string, segment_centroids_lps
+    from lunglesionai.mrml.scene import reference_image_geometry_string, segment_centroids_lps
 
     report, paths, _ = written
     node = _read_segmentation(slicer_scene, paths["nodules_segmentation"])
@@ -167,7 +167,7 @@ def test_segmentation_reads_back_in_slicer(written, slicer_scene):
 
 
 def test_lesion_segmentation_reads_back_in_slicer(written, slicer_scene):
-    from lunglesionai.mrml import segment_centroids_lps
+    from lunglesionai.mrml.scene import segment_centroids_lps
 
     report, paths, _ = written
     node = _read_segmentation(slicer_scene, paths["lesions_segmentation"])
@@ -199,7 +199,7 @@ def test_overlapping_masks_are_kept_apart(tmp_path, slicer_scene):
     assert seg["voxels"].ndim == 4 and [s["layer"] for s in seg["segments"]] == [0, 1, 0]
     paths = write_outputs(report, tmp_path / "out")
     node = _read_segmentation(slicer_scene, paths["nodules_segmentation"])
-    from lunglesionai.mrml import segment_centroids_lps
+    from lunglesionai.mrml.scene import segment_centroids_lps
 
     centroids = segment_centroids_lps(node)
     for finding in (a, b, c):

@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.findings: the Report/Finding data model and its JSON schema."""
+"""Tests of lunglesionai.core.findings: the Report/Finding data model and its JSON schema."""
 
 import json
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lunglesionai import NOT_RUN, Finding, FindingMask, InputInfo, Report
-from lunglesionai.findings import validate_report_dict
+from lunglesionai.core.findings import validate_report_dict
 
 
 def _report() -> Report:
@@ -94,8 +94,8 @@ def test_summary_mentions_measurements():
     (0, 0, 1, 1, 0, 0, 0, -1, 0),  # axes permuted, one flipped
 ])
 def test_mask_reoriented_matches_the_full_grid_permutation(direction):
-    from lunglesionai.orientation import reorient_to_lps
-    from lunglesionai.volume import Volume
+    from lunglesionai.core.orientation import reorient_to_lps
+    from lunglesionai.core.volume import Volume
 
     shape = (7, 9, 11)
     volume = Volume(np.zeros(shape, np.int16), (0.7, 0.8, 1.5), (3.0, -2.0, 5.0), direction)

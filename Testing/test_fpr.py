@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from lunglesionai.fpr import FalsePositiveReducer, FprConfig, FprNet, grid_crops
-from lunglesionai.fpr_training import FprTrainConfig, candidate_labels, train_fpr
-from lunglesionai.model_store import ModelFileError
+from lunglesionai.stages.fp_reduction import FalsePositiveReducer, FprConfig, FprNet, grid_crops
+from lunglesionai.training.fp_reduction import FprTrainConfig, candidate_labels, train_fpr
+from lunglesionai.nets.model_store import ModelFileError
 
 
 def test_grid_crops_are_centred_and_padded_with_air():
@@ -79,8 +79,8 @@ def test_training_needs_both_classes_and_loading_checks_the_folder(tmp_path):
 
 
 def test_mining_labels_proposals_truth_and_random_negatives():
-    from lunglesionai.detector_training import TrainingCase
-    from lunglesionai.fpr_training import mine_candidates
+    from lunglesionai.training.detector import TrainingCase
+    from lunglesionai.training.fp_reduction import mine_candidates
 
     rng = np.random.default_rng(3)
     image = np.full((40, 40, 40), 0.1, np.float32)
@@ -96,9 +96,9 @@ def test_mining_labels_proposals_truth_and_random_negatives():
 
 
 def test_classical_proposer_finds_phantom_nodules():
-    from lunglesionai.detector_training import TrainingCase
-    from lunglesionai.fpr_training import candidate_labels, classical_proposer
-    from lunglesionai.learned_detection import detection_grid
+    from lunglesionai.training.detector import TrainingCase
+    from lunglesionai.training.fp_reduction import candidate_labels, classical_proposer
+    from lunglesionai.stages.retina_detector import detection_grid
     from lunglesionai.synth import PhantomConfig, make_phantom
 
     phantom = make_phantom(PhantomConfig.small())
@@ -114,7 +114,7 @@ def test_classical_proposer_finds_phantom_nodules():
 
 
 def test_combined_proposer_concatenates_in_order():
-    from lunglesionai.fpr_training import combined_proposer
+    from lunglesionai.training.fp_reduction import combined_proposer
 
     a = lambda case: np.array([[1.0, 2.0, 3.0]])  # noqa: E731
     b = lambda case: np.zeros((0, 3))  # noqa: E731
@@ -124,10 +124,10 @@ def test_combined_proposer_concatenates_in_order():
 
 
 def test_learned_proposer_runs_the_detector_on_its_own_spacing_and_maps_centres_back():
-    from lunglesionai.detector_net import DetectorConfig, build_detector
-    from lunglesionai.detector_training import TrainingCase
-    from lunglesionai.fpr_training import _resampled, learned_proposer
-    from lunglesionai.learned_detection import DetectionGrid, LearnedDetector
+    from lunglesionai.nets.retina_unet import DetectorConfig, build_detector
+    from lunglesionai.training.detector import TrainingCase
+    from lunglesionai.training.fp_reduction import _resampled, learned_proposer
+    from lunglesionai.stages.retina_detector import DetectionGrid, LearnedDetector
 
     image = np.zeros((24, 24, 16), np.float32)
     image[10, 12, 6] = 1.0  # one bright voxel on a 1.5 mm grid

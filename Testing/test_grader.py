@@ -1,5 +1,5 @@
-"""Tests of lunglesionai.grader_training (losses, calibration, a tiny training run that learns) and
-lunglesionai.grader (loading, grading on the volume's own grid, errors), plus the shipped model on real VOIs."""
+"""Tests of lunglesionai.training.grader (losses, calibration, a tiny training run that learns) and
+lunglesionai.stages.grading (loading, grading on the volume's own grid, errors), plus the shipped model on real VOIs."""
 
 from __future__ import annotations
 
@@ -10,26 +10,25 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, shared_path
-from lunglesionai.densesharp import DenseSharpConfig, DenseSharpNet, DenseSharpOutput
-from lunglesionai.grader import (
+from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet, DenseSharpOutput
+from lunglesionai.stages.grading import (
     MODELS_ENV,
     GraderModelError,
     NoduleGrader,
     default_model_dir,
-    fit_malignancy_stacker,
-    fit_temperature,
     save_grader,
     stacked_logit,
 )
-from lunglesionai.grader_training import (
+from lunglesionai.training.grader_calibration import fit_malignancy_stacker, fit_temperature
+from lunglesionai.training.grader import (
     GraderLoss,
     GraderTrainingConfig,
     class_balanced_weights,
     train_grader,
 )
-from lunglesionai.lidc import AugmentationConfig, load_voi, read_nodule_table
-from lunglesionai.lidc_evaluation import dice_score
-from lunglesionai.volume import Volume
+from lunglesionai.datasets.lidc import AugmentationConfig, load_voi, read_nodule_table
+from lunglesionai.evaluation.lidc_voi_protocol import dice_score
+from lunglesionai.core.volume import Volume
 from test_lidc import make_lidc_folder
 
 TINY_NET = DenseSharpConfig(stem_channels=4, down_channels=8, growth_rate=4, block_layers=(2, 2),
@@ -153,7 +152,7 @@ def test_loss_ignores_missing_labels():
 
 
 def test_cli_parser_registers_train_grader():
-    from lunglesionai.cli import build_parser
+    from lunglesionai.app.cli import build_parser
 
     args = build_parser().parse_args(["train", "grader", "--data", "d", "--out", "o", "--epochs", "3", "--seed", "7"])
     assert (args.data, args.out, args.epochs, args.seed) == ("d", "o", 3, 7)

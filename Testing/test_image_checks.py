@@ -1,7 +1,7 @@
 """Tests of the image-file checks (issue 12 "accept no broken scan", image-file part).
 
 Every case is a small generated file (16×16×12 voxels written by SimpleITK, then bytes mutated; sparse files
-for huge headers) that :func:`lunglesionai.io.load_volume` must refuse with a one-line CTInputError naming the
+for huge headers) that :func:`lunglesionai.io.ct_files.load_volume` must refuse with a one-line CTInputError naming the
 file and the problem, and that ``lunglesionai analyze`` must refuse with exit status 2, one line on stderr and
 no output folder. Real CTs from ../shared must still load (skipped when absent).
 """
@@ -21,11 +21,11 @@ import pytest
 import SimpleITK as sitk
 from conftest import shared_path
 
-from lunglesionai.cli import main
-from lunglesionai.ct_checks import _check_hu_range, check_hu_plausible
-from lunglesionai.image_checks import read_declared_data
-from lunglesionai.io import CTInputError, load_volume
-from lunglesionai.volume import Volume
+from lunglesionai.app.cli import main
+from lunglesionai.core.ct_checks import _check_hu_range, check_hu_plausible
+from lunglesionai.io.image_checks import read_declared_data
+from lunglesionai.io.ct_files import CTInputError, load_volume
+from lunglesionai.core.volume import Volume
 
 SHAPE = (12, 16, 16)  # z, y, x
 SPACING = (0.8, 0.8, 2.5)  # x, y, z mm

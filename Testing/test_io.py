@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.io: CT loading (DICOM series/file, NIfTI, NRRD, MHA), checks, and atomic saving.
+"""Tests of lunglesionai.io.ct_files: CT loading (DICOM series/file, NIfTI, NRRD, MHA), checks, and atomic saving.
 
 Most data are made here: small volumes through SimpleITK, a hand-written NIfTI-1 header (RAS affine), and
 synthetic DICOM series written with pydicom. Real CT from ../shared is used where present (skips otherwise).
@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from conftest import shared_path
 from dicom_fixtures import COLS, ROWS, hu_of_z, write_enhanced_ct, write_series
 
-from lunglesionai.io import (
+from lunglesionai.io.ct_files import (
     MIN_SLICES,
     CTInputError,
     list_dicom_series,
@@ -25,7 +25,7 @@ from lunglesionai.io import (
     volume_from_sitk,
     volume_to_sitk,
 )
-from lunglesionai.volume import Volume
+from lunglesionai.core.volume import Volume
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -250,7 +250,7 @@ def test_moderately_non_uniform_series_is_resampled_with_warning(tmp_path, caplo
     gaps = [2.0, 2.0, 2.6, 2.0, 1.6, 2.0, 2.0, 2.4, 2.0, 2.0, 2.0]
     z = np.concatenate([[0.0], np.cumsum(gaps)])
     write_series(tmp_path, z)
-    with caplog.at_level(logging.WARNING, logger="lunglesionai.io"):
+    with caplog.at_level(logging.WARNING, logger="lunglesionai.io.ct_files"):
         vol = load_volume(tmp_path)
     assert "resampled to 2 mm" in caplog.text and str(tmp_path) in caplog.text
     n_out = int(np.floor(z[-1] / 2.0)) + 1

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from lunglesionai.detector_net import DetectorConfig, build_detector
-from lunglesionai.detector_training import DetectorTrainConfig, TrainingCase, box_ellipsoids, train_detector
-from lunglesionai.learned_detection import (
+from lunglesionai.nets.retina_unet import DetectorConfig, build_detector
+from lunglesionai.training.detector import DetectorTrainConfig, TrainingCase, box_ellipsoids, train_detector
+from lunglesionai.stages.retina_detector import (
     DETECTOR_FORMAT,
     DetectionGrid,
     LearnedDetector,
@@ -17,8 +17,8 @@ from lunglesionai.learned_detection import (
     combine_scores,
     detection_grid,
 )
-from lunglesionai.model_store import ModelFileError, load_model, save_model
-from lunglesionai.volume import Volume
+from lunglesionai.nets.model_store import ModelFileError, load_model, save_model
+from lunglesionai.core.volume import Volume
 
 TINY = DetectorConfig(channels=(8, 8), fpn_channels=8, patch_size=(32, 32, 32), base_anchor_shapes=((4, 4, 4),),
                       score_threshold=0.0)
@@ -167,7 +167,7 @@ def test_retina_unet_training_uses_the_segmentation_head_and_checkpoints(tmp_pat
     assert tuple(detector.network.feature_extractor.segmentation_logits.shape) == (1, 1, 16, 16, 16)
     config = DetectorTrainConfig(steps=6, batch_size=1, warmup_steps=1, threads=1, checkpoint_every=3,
                                  network=network)
-    with caplog.at_level("INFO", logger="lunglesionai.detector_training"):
+    with caplog.at_level("INFO", logger="lunglesionai.training.detector"):
         train_detector([_synthetic_case(0)], tmp_path / "det", config, progress_every=3)
     assert any("segmentation" in r.getMessage() for r in caplog.records)
     saved = json.loads((tmp_path / "det" / "config.json").read_text())
@@ -180,7 +180,7 @@ def test_retina_unet_training_uses_the_segmentation_head_and_checkpoints(tmp_pat
 def test_training_can_start_from_a_trained_detector_of_the_same_architecture(tmp_path):
     from dataclasses import replace
 
-    from lunglesionai.detector_training import initial_weights
+    from lunglesionai.training.detector import initial_weights
 
     start = build_detector(TINY)
     save_model(tmp_path / "start", start.network.state_dict(), "detector.pt",
@@ -205,11 +205,11 @@ def test_training_can_start_from_a_trained_detector_of_the_same_architecture(tmp
 
 
 def test_luna16_scans_become_training_cases(tmp_path):
-    from lunglesionai.detector_training import luna16_cases
+    from lunglesionai.training.detector import luna16_cases
     import SimpleITK as sitk
-    from lunglesionai.io import volume_to_sitk
-    from lunglesionai.luna16 import write_luna16_csv
-    from lunglesionai.lungmask import segment_lungs
+    from lunglesionai.core.sitk_bridge import volume_to_sitk
+    from lunglesionai.datasets.luna16 import write_luna16_csv
+    from lunglesionai.stages.lung_mask import segment_lungs
     from lunglesionai.synth import PhantomConfig, make_phantom
 
     phantom = make_phantom(PhantomConfig.small())
@@ -232,7 +232,7 @@ def test_luna16_scans_become_training_cases(tmp_path):
 def test_near_lung_test_equals_a_two_step_dilation():
     from scipy import ndimage
 
-    from lunglesionai.learned_detection import _near_mask
+    from lunglesionai.stages.retina_detector import _near_mask
 
     mask = np.random.default_rng(3).random((12, 11, 10)) > 0.97
     dilated = ndimage.binary_dilation(mask, iterations=2)

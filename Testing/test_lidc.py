@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.lidc: the lidc_voi table, label mapping, isotropic crops and their inverse, augmentation.
+"""Tests of lunglesionai.datasets.lidc: the lidc_voi table, label mapping, isotropic crops and their inverse, augmentation.
 
 ``make_lidc_folder`` builds a tiny synthetic folder in the lidc_voi layout; the grader and evaluation tests
 import it.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import shared_path
-from lunglesionai.lidc import (
+from lunglesionai.datasets.lidc import (
     HU_WINDOW,
     INVASIVENESS_CLASSES,
     PAD_HU,
@@ -30,7 +30,7 @@ from lunglesionai.lidc import (
     training_transforms,
     window_hu,
 )
-from lunglesionai.volume import Volume
+from lunglesionai.core.volume import Volume
 
 COLUMNS = ["file", "split", "patient_id", "coordX", "coordY", "coordZ", "diameter_mm", "Diagnosis_value",
            "Malignancy_value", "Texture", "Calcification_value", "Spiculation_value"]

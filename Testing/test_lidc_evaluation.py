@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.lidc_evaluation: metric functions on hand-computable cases and the
+"""Tests of lunglesionai.evaluation.lidc_voi_protocol: metric functions on hand-computable cases and the
 ``evaluate lidc-voi`` command on a tiny folder in the lidc_voi layout."""
 
 from __future__ import annotations
@@ -7,10 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from lunglesionai.densesharp import DenseSharpConfig, DenseSharpNet
-from lunglesionai.grader import save_grader
-from lunglesionai.lidc import LidcTableError
-from lunglesionai.lidc_evaluation import (
+from lunglesionai.app.evaluate_commands import run_evaluate_lidc
+from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet
+from lunglesionai.stages.grading import save_grader
+from lunglesionai.datasets.lidc import LidcTableError
+from lunglesionai.evaluation.lidc_voi_protocol import (
     bootstrap_ci,
     confusion_matrix,
     dice_score,
@@ -19,7 +20,6 @@ from lunglesionai.lidc_evaluation import (
     fit_logistic,
     macro_f1,
     roc_auc,
-    run_evaluate_lidc,
 )
 from test_lidc import make_lidc_folder
 
@@ -137,7 +137,7 @@ def untrained_model(tmp_path_factory):
 
 
 def _run_cli(argv: list[str]) -> int:
-    from lunglesionai.cli import main
+    from lunglesionai.app.cli import main
 
     return main(argv)
 
@@ -176,7 +176,7 @@ def test_evaluate_errors(tmp_path, untrained_model):
 
 
 def test_cli_parser_registers_evaluate_lidc_voi():
-    from lunglesionai.cli import build_parser
+    from lunglesionai.app.cli import build_parser
 
     args = build_parser().parse_args(["evaluate", "lidc-voi", "--data", "d", "--out", "m.json"])
     assert (args.data, args.split, args.out) == ("d", "val", "m.json")

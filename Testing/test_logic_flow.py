@@ -14,9 +14,10 @@ import pytest
 
 import slicer  # slicer-core
 import vtk
-from lunglesionai import mrml, review
-from lunglesionai.background import AnalysisState, BackgroundAnalysis
-from lunglesionai.io import save_volume
+from lunglesionai.mrml import scene as mrml
+from lunglesionai.mrml import review
+from lunglesionai.app.background import AnalysisState, BackgroundAnalysis
+from lunglesionai.io.ct_files import save_volume
 from lunglesionai.synth import PhantomConfig, make_phantom
 
 

@@ -1,4 +1,4 @@
-"""LUNA16 tables and image lookup (lunglesionai.luna16)."""
+"""LUNA16 tables and image lookup (lunglesionai.datasets.luna16)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 from conftest import shared_path
-from lunglesionai.luna16 import (
+from lunglesionai.datasets.luna16 import (
     ANNOTATION_COLUMNS,
     PREDICTION_COLUMNS,
     Luna16TableError,

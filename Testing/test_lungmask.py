@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.lungmask: synthetic two-lung chests (any orientation, cropped, joined, one lung) and the
+"""Tests of lunglesionai.stages.lung_mask: synthetic two-lung chests (any orientation, cropped, joined, one lung) and the
 real CT crop from ../shared."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 from conftest import shared_path
-from lunglesionai.lungmask import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL, LungMaskConfig, segment_lungs
-from lunglesionai.volume import Volume
+from lunglesionai.stages.lung_mask import LEFT_LUNG_LABEL, RIGHT_LUNG_LABEL, LungMaskConfig, segment_lungs
+from lunglesionai.core.volume import Volume
 
 SPACING = (2.0, 2.0, 2.5)  # (x, y, z) mm
 SHAPE = (48, 100, 140)  # (z, y, x)
@@ -107,7 +107,7 @@ def test_joined_lungs_are_split():
 
 def test_single_and_missing_lung_do_not_crash(caplog):
     volume, truth = synthetic_chest(lungs=("left",))
-    with caplog.at_level(logging.INFO, logger="lunglesionai.lungmask"):
+    with caplog.at_level(logging.INFO, logger="lunglesionai.stages.lung_mask"):
         labels = segment_lungs(volume)
     assert set(np.unique(labels)) == {0, LEFT_LUNG_LABEL}
     assert _dice(labels > 0, truth > 0) > 0.9

@@ -1,11 +1,11 @@
-"""Tests of lunglesionai.measurements on analytic shapes and constructed HU distributions."""
+"""Tests of lunglesionai.stages.measurements on analytic shapes and constructed HU distributions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from lunglesionai.findings import FindingMask
-from lunglesionai.measurements import (
+from lunglesionai.core.findings import FindingMask
+from lunglesionai.stages.measurements import (
     GROUND_GLASS_MAX_FRACTION,
     SOLID_COMPONENT_MIN_HU,
     SOLID_MIN_FRACTION,
@@ -13,7 +13,7 @@ from lunglesionai.measurements import (
     classify_texture,
     measure_mask,
 )
-from lunglesionai.volume import Volume
+from lunglesionai.core.volume import Volume
 
 
 def _volume(shape=(40, 80, 80), spacing=(0.5, 0.5, 0.5), origin=(0.0, 0.0, 0.0), direction=None, hu=-850.0):

@@ -14,7 +14,7 @@ FOLDERS = sorted(p.name for p in MODELS.iterdir() if p.is_dir()) if MODELS.is_di
 
 @pytest.mark.parametrize("name", FOLDERS)
 def test_model_folder_loads_and_its_cards_agree(name):
-    from lunglesionai.model_store import load_model
+    from lunglesionai.nets.model_store import load_model
 
     folder = MODELS / name
     config = json.loads((folder / "config.json").read_text())

@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.mrml against slicer-core's real MRML scene (no fake ``slicer``).
+"""Tests of lunglesionai.mrml.scene against slicer-core's real MRML scene (no fake ``slicer``).
 
 The report's grid is oblique and left-handed with a non-zero origin (see test_export), so LPS/RAS and axis-order
 mistakes move segment centroids, control points and volume geometry.
@@ -11,9 +11,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lunglesionai import mrml
-from lunglesionai.findings import InputInfo, Report
-from lunglesionai.volume import Volume
+from lunglesionai.mrml import scene as mrml
+from lunglesionai.core.findings import InputInfo, Report
+from lunglesionai.core.volume import Volume
 from test_export import (
     DIRECTION,
     LESION_TERMINOLOGY,
@@ -28,7 +28,7 @@ import vtk
 
 
 def _ras(lps) -> np.ndarray:
-    """LPS -> RAS written out here, independently of lunglesionai.mrml."""
+    """LPS -> RAS written out here, independently of lunglesionai.mrml.scene."""
     x, y, z = lps
     return np.array([-x, -y, z])
 
@@ -203,7 +203,7 @@ def test_lps_ras_conversion():
 
 
 def test_mask_crop_in_grid_clips_and_trims():
-    from lunglesionai.findings import FindingMask
+    from lunglesionai.core.findings import FindingMask
 
     array = np.zeros((4, 5, 6), bool)
     array[1:3, 0:2, 2:6] = True  # with offset (-1, 2, 7): k 0..1, j 2..3, i 9..12 -> i 10..12 outside
@@ -219,7 +219,7 @@ def test_mask_crop_in_grid_clips_and_trims():
 
 
 def test_mask_partly_outside_the_grid_is_clipped(scene):
-    from lunglesionai.findings import FindingMask
+    from lunglesionai.core.findings import FindingMask
 
     report = make_small_report(with_lesion=False)
     ball = report.findings[0].mask.array

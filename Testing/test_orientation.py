@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.orientation: exact reorientation to LPS axis order and its inverse."""
+"""Tests of lunglesionai.core.orientation: exact reorientation to LPS axis order and its inverse."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from lunglesionai.orientation import AxisPermutation, reorient_to_lps, restore_orientation
-from lunglesionai.volume import Volume
+from lunglesionai.core.orientation import AxisPermutation, reorient_to_lps, restore_orientation
+from lunglesionai.core.volume import Volume
 
 SHAPE_ZYX = (4, 5, 6)  # distinct sizes so any wrong transpose shows in the shape
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lunglesionai import NOT_RUN, Finding, FindingMask, Volume
-from lunglesionai.demo import score_against_phantom
+from lunglesionai.evaluation.phantom_protocol import score_against_phantom
 from lunglesionai.pipeline import PipelineConfig, analyze_volume, merge_duplicates
 from lunglesionai.synth import PhantomConfig, make_phantom
 
@@ -22,7 +22,7 @@ def report(phantom):
 
 
 def test_stages_run_exactly_when_their_model_is_installed(report):
-    from lunglesionai.model_store import model_dir
+    from lunglesionai.nets.model_store import model_dir
 
     installed = (model_dir("fpr") / "config.json").is_file()
     assert report.stages["fp_reduction"].startswith(NOT_RUN) != installed, report.stages["fp_reduction"]
@@ -151,8 +151,8 @@ def test_progress_callback_reaches_one(phantom):
 @pytest.fixture(scope="module")
 def tiny_fpr(tmp_path_factory):
     """An FPR model trained for a few steps on synthetic balls vs tubes (behaviour, not quality, is tested)."""
-    from lunglesionai.fpr import FprConfig
-    from lunglesionai.fpr_training import FprTrainConfig, train_fpr
+    from lunglesionai.stages.fp_reduction import FprConfig
+    from lunglesionai.training.fp_reduction import FprTrainConfig, train_fpr
     from test_fpr import _crops
 
     rng = np.random.default_rng(0)
@@ -188,7 +188,7 @@ def test_learned_detector_without_a_model_falls_back_to_classical(phantom, tmp_p
 def test_learned_detector_feeds_the_fp_reduction_its_grid(phantom):
     """The shipped detector runs as the detection stage; the FP reduction re-scores its boxes; "combined" adds the
     classical candidates."""
-    from lunglesionai.model_store import model_dir
+    from lunglesionai.nets.model_store import model_dir
 
     if not all((model_dir(name) / "config.json").is_file() for name in ("detector", "fpr")):
         pytest.skip("models/detector or models/fpr is not installed")

@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.report_html: the page parses, one row per finding, thumbnails decode and are oriented
+"""Tests of lunglesionai.io.report_html: the page parses, one row per finding, thumbnails decode and are oriented
 radiologically, the 3D pictures are there or the page says why not; write_outputs(volume=...) adds report.html.
 """
 
@@ -17,11 +17,11 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
-from lunglesionai import report_html
-from lunglesionai.export import write_outputs
-from lunglesionai.findings import Finding, FindingMask, InputInfo, Report
-from lunglesionai.mrml import segment_styles
-from lunglesionai.volume import Volume
+from lunglesionai.io import report_html
+from lunglesionai.io.outputs import write_outputs
+from lunglesionai.core.findings import Finding, FindingMask, InputInfo, Report
+from lunglesionai.mrml.scene import segment_styles
+from lunglesionai.core.volume import Volume
 from test_export import grid_volume, make_small_report
 
 

@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.review against slicer-core's real MRML scene: table, review actions, subject hierarchy.
+"""Tests of lunglesionai.mrml.review against slicer-core's real MRML scene: table, review actions, subject hierarchy.
 
 The grid is the oblique, left-handed one of test_export (k runs inferior, so measuring goes through an exact axis
 flip to LPS order); the CT has 40 HU inside nodule N1 and -1000 HU elsewhere.
@@ -15,11 +15,12 @@ import pytest
 
 import slicer  # slicer-core (requirements-dev.txt)
 import vtk
-from lunglesionai import mrml, review
-from lunglesionai.export import write_outputs
-from lunglesionai.findings import FindingMask
-from lunglesionai.measurements import measure_mask
-from lunglesionai.orientation import reorient_to_lps
+from lunglesionai.mrml import scene as mrml
+from lunglesionai.mrml import review
+from lunglesionai.io.outputs import write_outputs
+from lunglesionai.core.findings import FindingMask
+from lunglesionai.stages.measurements import measure_mask
+from lunglesionai.core.orientation import reorient_to_lps
 from test_export import grid_volume, make_small_report
 
 
@@ -308,7 +309,7 @@ def test_save_report_writes_the_reviewed_result(loaded, tmp_path):
 
 
 def test_an_empty_result_loads_as_empty_nodes(scene, tmp_path):
-    from lunglesionai.findings import InputInfo, Report
+    from lunglesionai.core.findings import InputInfo, Report
 
     volume, _ = _ct()
     write_outputs(Report(InputInfo.from_volume(volume)), tmp_path / "out")

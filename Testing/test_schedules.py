@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from lunglesionai.schedules import scheduled_step, warmup_cosine_lr
+from lunglesionai.training.schedules import scheduled_step, warmup_cosine_lr
 
 
 def test_warmup_then_cosine_to_the_floor():

@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.segmentation: nodules attached to a vessel or to the chest wall, ground-glass, refusals,
+"""Tests of lunglesionai.stages.segmentation: nodules attached to a vessel or to the chest wall, ground-glass, refusals,
 and the Dice on a few real LIDC-IDRI nodules from ../shared."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import csv
 import numpy as np
 import pytest
 from conftest import shared_path
-from lunglesionai.findings import FindingMask
-from lunglesionai.segmentation import NoduleSegmentationConfig, segment_nodule
-from lunglesionai.volume import Volume
+from lunglesionai.core.findings import FindingMask
+from lunglesionai.stages.segmentation import NoduleSegmentationConfig, segment_nodule
+from lunglesionai.core.volume import Volume
 
 SPACING = (0.7, 0.7, 1.25)  # (x, y, z) mm
 SHAPE = (48, 90, 90)  # (z, y, x)
@@ -123,9 +123,9 @@ def test_lidc_nodules_dice():
 
 
 def test_ball_mask_stands_in_where_a_nodule_cannot_be_separated():
-    from lunglesionai.detection import LEARNED_METHOD_NAME, Candidate
+    from lunglesionai.stages.blob_detector import LEARNED_METHOD_NAME, Candidate
     from lunglesionai.pipeline import _segment_candidate
-    from lunglesionai.segmentation import ball_mask
+    from lunglesionai.stages.segmentation import ball_mask
 
     z, y, _x = _grid()
     nodule = _sphere(5.0)

@@ -22,7 +22,8 @@ MODULE_DIR = REPO_ROOT / "LungLesionAI"
 MODULE_FILE = MODULE_DIR / "LungLesionAI.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "LungLesionAI.ui"
 ICON_FILE = MODULE_DIR / "Resources" / "Icons" / "LungLesionAI.png"
-PACKAGE_DIR = MODULE_DIR / "Logic"
+PACKAGE_DIR = MODULE_DIR / "Logic" / "lunglesionai"
+LIB_DIR = MODULE_DIR / "LungLesionAILib"
 MODULE_CMAKE = MODULE_DIR / "CMakeLists.txt"
 TOP_CMAKE = REPO_ROOT / "CMakeLists.txt"
 
@@ -239,6 +240,8 @@ def test_module_cmake_lists_module_files_and_resources():
     assert re.search(r"set\(MODULE_NAME\s+LungLesionAI\)", text)
     scripts = re.search(r"set\(MODULE_PYTHON_SCRIPTS(.*?)\)", text, re.DOTALL).group(1).split()
     assert "${MODULE_NAME}.py" in scripts
+    helpers = {p.relative_to(MODULE_DIR).as_posix() for p in LIB_DIR.glob("*.py")}
+    assert helpers and helpers <= {s.replace("${MODULE_NAME}", "LungLesionAI") for s in scripts}
     resources = re.search(r"set\(MODULE_PYTHON_RESOURCES(.*?)\)", text, re.DOTALL).group(1).split()
     listed = {r.replace("${MODULE_NAME}", "LungLesionAI") for r in resources}
     present = {p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "Resources").rglob("*") if p.is_file()}
@@ -253,7 +256,7 @@ def test_module_cmake_lists_module_files_and_resources():
 
 def test_module_cmake_globs_cover_every_package_file():
     text = _cmake_text(MODULE_CMAKE)
-    assert re.search(r"set\(LUNGLESIONAI_SOURCE_DIR\s+\$\{CMAKE_CURRENT_SOURCE_DIR\}/Logic\)", text)
+    assert re.search(r"set\(LUNGLESIONAI_SOURCE_DIR\s+\$\{CMAKE_CURRENT_SOURCE_DIR\}/Logic/lunglesionai\)", text)
     glob_call = r"file\((GLOB|GLOB_RECURSE)\s+(\w+)\s+RELATIVE\s+\S+\s+CONFIGURE_DEPENDS(.*?)\)"
     globs = re.findall(glob_call, text, re.DOTALL)
     assert {var for _, var, _ in globs} == {
@@ -271,8 +274,8 @@ def test_module_cmake_globs_cover_every_package_file():
             else:
                 covered |= {r for r in relative if fnmatch.fnmatch(r, pattern) and r.count("/") == pattern.count("/")}
     assert relative - covered == set(), "package files CMake would not install"
-    assert {"__init__.py", "mrml.py", "export.py", "findings.py", "volume.py", "schemas/report-1.json",
-            "background.py", "review.py", "report_html.py"} <= covered
+    assert {"__init__.py", "mrml/scene.py", "io/outputs.py", "core/findings.py", "core/volume.py",
+            "schemas/report-1.json", "app/background.py", "mrml/review.py", "io/report_html.py"} <= covered
     assert "lunglesionai/${file}" in text  # installed under the import name
 
 
@@ -324,10 +327,22 @@ def test_package_never_imports_qt_and_only_the_mrml_adapters_import_slicer_lazil
                 continue
             assert not roots & {"qt", "ctk", "PythonQt"}, f"{path.name} imports Qt"
             if "slicer" in roots:
-                assert path.name in ("mrml.py", "review.py"), f"{path.name} imports slicer"
+                assert path.parent.name == "mrml", f"{path} imports slicer outside lunglesionai.mrml"
                 assert node not in tree.body, f"{path.name} must import slicer inside functions"
 
 
 def test_pyproject_ships_the_schemas_used_by_cmake():
     data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert "schemas/*.json" in data["tool"]["setuptools"]["package-data"]["lunglesionai"]
+
+
+def test_install_helpers_live_in_the_module_lib(module_ast):
+    helpers = {"ensurePythonRequirements", "missingPythonRequirements", "manualInstallMessage"}
+    top_functions = {n.name for n in module_ast.body if isinstance(n, ast.FunctionDef)}
+    assert not top_functions & helpers, "LungLesionAI.py holds Widget, Logic and Test; helpers go to LungLesionAILib/"
+    source = (LIB_DIR / "install.py").read_text(encoding="utf-8")
+    lib = ast.parse(compile(source, "install.py", "exec", flags=ast.PyCF_ONLY_AST))
+    assert helpers <= {n.name for n in lib.body if isinstance(n, ast.FunctionDef)}
+    imported = {(n.module, a.name) for n in module_ast.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert ("LungLesionAILib.install", "ensurePythonRequirements") in imported
+    assert "spec_from_file_location" not in MODULE_FILE.read_text(encoding="utf-8")  # a plain import of the package

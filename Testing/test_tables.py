@@ -1,11 +1,11 @@
-"""Tests of lunglesionai.tables: CSV cell parsing shared by the table readers."""
+"""Tests of lunglesionai.datasets.tables: CSV cell parsing shared by the table readers."""
 
 from pathlib import Path
 
 import pytest
 
-from lunglesionai.lidc import LidcTableError
-from lunglesionai.tables import finite_number
+from lunglesionai.datasets.lidc import LidcTableError
+from lunglesionai.datasets.tables import finite_number
 
 
 @pytest.mark.parametrize("text, value", [("1.5", 1.5), (" -3 ", -3.0), ("2e1", 20.0)])

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lunglesionai.findings import Finding
-from lunglesionai.model_store import ModelFileError, save_model
-from lunglesionai.uld import (
+from lunglesionai.core.findings import Finding
+from lunglesionai.nets.model_store import ModelFileError, save_model
+from lunglesionai.stages.universal_lesions.detector import (
     ULD_FORMAT,
     WEIGHTS_FILE,
     InferenceSettings,
@@ -20,8 +20,8 @@ from lunglesionai.uld import (
     lesions_to_findings,
     link_slices,
 )
-from lunglesionai.uld_grid import SliceGrid
-from lunglesionai.volume import Volume
+from lunglesionai.stages.universal_lesions.grid import SliceGrid
+from lunglesionai.core.volume import Volume
 from test_uld_training import TOY_NET, toy_case, train_toy_model
 
 
@@ -124,8 +124,8 @@ def test_inference_settings_validation():
 
 
 def test_lesion_findings_export_as_report_and_roi_markups(model_folder, tmp_path):
-    from lunglesionai.export import write_outputs
-    from lunglesionai.findings import InputInfo, Report
+    from lunglesionai.io.outputs import write_outputs
+    from lunglesionai.core.findings import InputInfo, Report
 
     model = UniversalLesionDetector.load(model_folder)
     volume = Volume(np.ascontiguousarray(toy_case(201).grid.hu), (1.4, 1.4, 2.0), (0.0, 0.0, 0.0))
@@ -146,7 +146,7 @@ def test_lesion_findings_export_as_report_and_roi_markups(model_folder, tmp_path
 
 
 def test_pipeline_runs_uld_and_reports_lesions_beside_nodules(model_folder):
-    from lunglesionai.findings import NOT_RUN
+    from lunglesionai.core.findings import NOT_RUN
     from lunglesionai.pipeline import PipelineConfig, analyze_volume
 
     case = toy_case(200)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import shared_path
-from lunglesionai.uld_data import (
+from lunglesionai.datagen.uld_cases import (
     ULDDataConfig,
     build_case,
     build_cases,
@@ -47,7 +47,7 @@ def test_phantom_cases_are_deterministic_cached_and_held_out(tmp_path):
 
 def test_chest_case_boxes_and_slab_sampling():
     data_ct, lidc = shared_path("ct"), shared_path("lidc_voi")
-    from lunglesionai.composites import NoduleSource
+    from lunglesionai.datagen.composites import NoduleSource
 
     config = ULDDataConfig(n_cases=1, hosts=("chest",), lesions_per_case=4, nodules_per_case=2, seed=3,
                            positives_per_lesion=2, negatives_per_case=3)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lunglesionai.uld_grid import (
+from lunglesionai.stages.universal_lesions.grid import (
     SliceGrid,
     label_grid,
     mask_boxes_per_slice,
     slice_grid,
 )
-from lunglesionai.uld_net import ULDConfig
-from lunglesionai.volume import Volume
+from lunglesionai.nets.mp3d import ULDConfig
+from lunglesionai.core.volume import Volume
 
 CONFIG = ULDConfig(n_slices=3, z_kernels=(3, 1, 1, 1))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import shared_path
-from lunglesionai.uld_anatomy import REGION_NAMES, anatomy_regions
-from lunglesionai.uld_lesions import (
+from lunglesionai.datagen.lesion_regions import REGION_NAMES, anatomy_regions
+from lunglesionai.datagen.synthetic_lesions import (
     LESION_CLASSES,
     LesionClass,
     draw_lesion_spec,
@@ -14,8 +14,8 @@ from lunglesionai.uld_lesions import (
     paint_lesion,
     place_lesions,
 )
-from lunglesionai.uld_net import DEEPLESION_TYPES
-from lunglesionai.volume import Volume
+from lunglesionai.nets.mp3d import DEEPLESION_TYPES
+from lunglesionai.core.volume import Volume
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +119,8 @@ def test_paint_lesion_blends_partial_volume_at_the_edge():
 
 
 def test_regions_of_the_real_abdomen_series():
-    from lunglesionai.io import load_volume
-    from lunglesionai.lungmask import segment_lungs
+    from lunglesionai.io.ct_files import load_volume
+    from lunglesionai.stages.lung_mask import segment_lungs
 
     volume = load_volume(shared_path("ct", "abdomen_lung_base_dicom"))
     regions = anatomy_regions(volume, segment_lungs(volume))

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from lunglesionai.uld_net import (
+from lunglesionai.nets.mp3d import (
     ULDConfig,
     build_uld_detector,
     merge_classes,
     predict_slices,
-    window_hu,
+    window_hu_channels as window_hu,
 )
 
 TINY = ULDConfig(n_slices=5, channels=(8, 8, 8, 8), z_kernels=(3, 1, 1, 1), fpn_channels=8,

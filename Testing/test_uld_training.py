@@ -7,14 +7,13 @@ import argparse
 import numpy as np
 import pytest
 import torch
-from lunglesionai.uld_data import GridLesion, SlabSample, ULDCase, ULDDataConfig
-from lunglesionai.uld_grid import SliceGrid, mask_boxes_per_slice
-from lunglesionai.uld_net import ULDConfig
-from lunglesionai.uld_training import (
+from lunglesionai.app.train_commands import add_train_uld_parser, run_train_uld
+from lunglesionai.datagen.uld_cases import GridLesion, SlabSample, ULDCase, ULDDataConfig
+from lunglesionai.stages.universal_lesions.grid import SliceGrid, mask_boxes_per_slice
+from lunglesionai.nets.mp3d import ULDConfig
+from lunglesionai.training.universal_lesions import (
     ULDTrainConfig,
-    add_train_uld_parser,
     make_batch,
-    run_train_uld,
     train_uld,
 )
 

@@ -1,4 +1,4 @@
-"""Tests of lunglesionai.volume: geometry conversions between (i, j, k), (k, j, i) and LPS mm."""
+"""Tests of lunglesionai.core.volume: geometry conversions between (i, j, k), (k, j, i) and LPS mm."""
 
 import numpy as np
 import pytest

@@ -21,7 +21,7 @@ from make_phantom_figure import GREY_LEVELS, GREYS, window
 from make_phantom_figure import outline as mask_outline
 from PIL import Image, ImageDraw
 
-from lunglesionai.demo import score_against_phantom
+from lunglesionai.evaluation.phantom_protocol import score_against_phantom
 from lunglesionai.pipeline import analyze_volume
 from lunglesionai.synth import PhantomConfig, make_phantom
 

@@ -1,0 +1,161 @@
+"""``lunglesionai evaluate detection | lidc-voi | uld``: argument parsers and runners.
+
+Each ``run_*`` parses nothing itself: it takes the parsed arguments, calls one protocol of
+:mod:`lunglesionai.evaluation`, prints a summary and writes the metrics JSON atomically.
+"""
+
+from __future__ import annotations
+
+from lunglesionai.evaluation.luna16_protocol import DEFAULT_BOOTSTRAP, evaluate_detection
+import os
+import secrets
+import json
+from pathlib import Path
+import argparse
+from lunglesionai.evaluation.lidc_voi_protocol import SUMMARY_KEYS, evaluate_lidc_voi
+from lunglesionai.evaluation.deeplesion_protocol import evaluate_deeplesion
+
+__all__ = ["add_evaluate_detection_parser", "run_evaluate_detection", "add_evaluate_lidc_parser", "run_evaluate_lidc", "add_evaluate_uld_parser", "run_evaluate_uld"]
+
+
+def add_evaluate_detection_parser(evaluate_subparsers) -> argparse.ArgumentParser:
+    """Register ``evaluate detection`` on the ``evaluate`` sub-command's sub-parsers (``set_defaults(func=...)``).
+
+    Args:
+        evaluate_subparsers: what ``parser.add_subparsers()`` returned for ``lunglesionai evaluate``.
+
+    Returns:
+        The new sub-parser.
+    """
+    from lunglesionai.app.arguments import add_detection_arguments
+
+    p = evaluate_subparsers.add_parser(
+        "detection", help="LUNA16 protocol: FROC at 1/8..8 FPs per scan and CPM on LUNA16-style data"
+    )
+    p.add_argument("--images", help="folder of <seriesuid>.{mhd,mha,nii.gz,nii,nrrd} (also subset*/)")
+    p.add_argument("--annotations", required=True, help="annotations.csv: seriesuid,coordX,coordY,coordZ,diameter_mm")
+    p.add_argument("--excluded", help="annotations_excluded.csv: findings whose hits are ignored")
+    p.add_argument("--seriesuids", help="seriesuids.csv: scans to evaluate (default: those in --annotations)")
+    p.add_argument("--predictions", help="read predictions (seriesuid,coordX,coordY,coordZ,probability) instead of "
+                   "running the pipeline")
+    p.add_argument("--save-predictions", help="also write the pipeline's predictions to this CSV")
+    add_detection_arguments(p, min_score_default=0.0)
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples for 95%% CIs")
+    p.add_argument("--out", required=True, help="write the metrics as JSON to this file")
+    p.set_defaults(func=run_evaluate_detection)
+    return p
+
+
+def run_evaluate_detection(args: argparse.Namespace) -> int:
+    """``lunglesionai evaluate detection``: score, print a summary, write the metrics JSON atomically; returns 0.
+
+    Raises:
+        ValueError: neither ``--images`` nor ``--predictions`` given (and the errors of :func:`evaluate_detection`).
+    """
+    from lunglesionai.pipeline import PipelineConfig
+
+    if not args.images and not args.predictions:
+        raise ValueError("evaluate detection needs --images (to run the pipeline) or --predictions")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out}: folder {out.parent} does not exist")
+    metrics = evaluate_detection(
+        args.images,
+        args.annotations,
+        args.excluded,
+        PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr, device=args.device,
+                       uld=False),
+        args.predictions,
+        seriesuids_csv=args.seriesuids,
+        save_predictions_csv=args.save_predictions,
+        n_bootstrap=args.bootstrap,
+    )
+    _write_json_atomic(out, metrics)
+    froc = "  ".join(f"{k}: {v:.3f}" for k, v in metrics["froc"].items())
+    print(f"{metrics['n_scans']} scans, {metrics['n_nodules']} nodules; sensitivity at FPs/scan {froc}")
+    print(f"CPM {metrics['cpm']:.3f}" + (f" (95% CI {metrics['cpm_ci95'][0]:.3f}-{metrics['cpm_ci95'][1]:.3f})"
+                                         if "cpm_ci95" in metrics else "") + f"; wrote {out}")
+    return 0
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def add_evaluate_lidc_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``evaluate lidc-voi --data DIR [--split val] --out metrics.json [--model DIR]``.
+
+    ``subparsers`` is what ``add_subparsers()`` returned for ``lunglesionai evaluate``. The command's
+    ``func(args)`` prints a summary, writes the JSON atomically and returns 0.
+
+    Returns:
+        The ``lidc-voi`` parser.
+    """
+    p = subparsers.add_parser("lidc-voi", help="Dice, malignancy AUC, texture / invasiveness F1 on LIDC-IDRI VOIs")
+    p.add_argument("--data", required=True, help="folder with images/, masks/, nodules.csv")
+    p.add_argument("--split", default="val", help="rows of this split (all rows when the table has none)")
+    p.add_argument("--out", required=True, help="metrics JSON file to write")
+    p.add_argument("--model", help="grader folder (default: models/grader or $LUNGLESIONAI_MODELS/grader)")
+    p.add_argument("--no-classical", action="store_true", help="skip the classical segmentation baseline")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    p.set_defaults(func=run_evaluate_lidc)
+    return p
+
+
+def run_evaluate_lidc(args: argparse.Namespace) -> int:
+    """``func`` of ``evaluate lidc-voi``; returns exit status 0."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    metrics = evaluate_lidc_voi(args.data, args.split, args.model, classical=not args.no_classical)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    for key in SUMMARY_KEYS:
+        value = metrics.get(key)
+        print(f"{key:32s} {value:.4f}" if isinstance(value, float) else f"{key:32s} {value}")
+    print(f"wrote {out}")
+    return 0
+
+
+def add_evaluate_uld_parser(evaluate_subparsers) -> argparse.ArgumentParser:
+    """Register ``evaluate uld`` on what ``add_subparsers()`` returned for ``lunglesionai evaluate``."""
+    p = evaluate_subparsers.add_parser("uld", help="universal lesion detection on DeepLesion key slices "
+                                       "(sensitivity at 0.5/1/2/4 FPs per image)")
+    p.add_argument("--data", required=True, help="DeepLesion folder holding Images_png/")
+    p.add_argument("--info", required=True, help="DL_info.csv")
+    p.add_argument("--out", required=True, help="metrics.json to write")
+    p.add_argument("--split", type=int, choices=[1, 2, 3], default=3,
+                   help="Train_Val_Test split to score: 2 validation, 3 test (default %(default)s)")
+    p.add_argument("--model", help="ULD model folder (default models/uld or $LUNGLESIONAI_MODELS/uld)")
+    p.add_argument("--limit", type=int, help="score only the first N key images")
+    p.set_defaults(func=run_evaluate_uld)
+    return p
+
+
+def run_evaluate_uld(args: argparse.Namespace) -> int:
+    """``lunglesionai evaluate uld``: load the model, score the split, print and write metrics.json atomically."""
+    from lunglesionai.core.findings import to_jsonable
+    from lunglesionai.stages.universal_lesions.detector import UniversalLesionDetector
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out}: folder {out.parent} does not exist")
+    model = UniversalLesionDetector.load(args.model)
+    metrics = evaluate_deeplesion(model, args.data, args.info, split=args.split, limit=args.limit)
+    metrics["model"] = model.model_info()
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(to_jsonable(metrics, nan_as_none=True), indent=2, allow_nan=False) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, out)
+    sens = ", ".join(f"{k} FP: {v:.3f}" for k, v in metrics["sensitivity_at_fp"].items())
+    print(f"{metrics['n_images']} images, {metrics['n_lesions']} lesions; sensitivity {sens}; "
+          f"mean {metrics['mean_sensitivity']:.3f}")
+    return 0

@@ -1,0 +1,570 @@
+"""LIDC-IDRI nodule VOIs: the ``lidc_voi`` table, its labels, nodule-centred isotropic crops and augmentation.
+
+Folder layout (as ``../shared/data/lidc_voi``)::
+
+    DIR/nodules.csv        one row per nodule (columns below)
+    DIR/images/<file>      int16 HU crop around the nodule at the scan's own spacing, LPS geometry
+    DIR/masks/<file>       its consensus mask (0/1) on the same grid
+
+Columns read from ``nodules.csv``: ``file``, ``coordX``, ``coordY``, ``coordZ`` (nodule centre, LPS mm) and
+``diameter_mm`` are required; ``split``, ``patient_id``, ``Diagnosis_value``, ``Malignancy_value``, ``Texture``
+(or ``Texture_value``) are optional (missing labels are ``None``; a table without ``split`` is one split).
+
+Label mapping (LIDC-IDRI majority votes; Armato et al., Med Phys 38(2):915-931, 2011, doi:10.1118/1.3528204):
+
+* malignancy (binary): ``Diagnosis_value`` (1 = malignant);
+* malignancy rating: ``Malignancy_value`` 1-5;
+* texture, 3 classes, from the five LIDC texture ratings (1 Non-Solid/GGO, 2 Non-Solid/Mixed,
+  3 Part Solid/Mixed, 4 Solid/Mixed, 5 Solid): ratings 1-2 are ground-glass (non-solid, mostly GGO),
+  3-4 are part-solid (mixed attenuation), 5 is solid. In the shared set this gives 66 / 66 / 586 nodules,
+  the counts the project's issue names;
+* semantic attributes (auxiliary training targets, :data:`ATTRIBUTES`): calcified (``Calcification_value``
+  1-5 = a calcification pattern -> +1, 6 = absent -> -1) and the 1-5 ratings ``Lobulation_value``,
+  ``Margin_value``, ``Sphericity_value``, ``Spiculation_value``, ``Subtlety_value`` scaled as (v - 3) / 2;
+* invasiveness surrogate: ground-glass -> pre-invasive (AAH/AIS), part-solid -> minimally-invasive (MIA),
+  solid -> invasive (IAC). This is a radiological surrogate from CT texture, NOT pathology: LIDC-IDRI has no
+  histology for these nodules.
+
+Crops: the VOI is resampled (SimpleITK, linear) onto an isotropic grid centred on the nodule, axes along the
+volume's own axes, voxels outside the VOI padded with ``PAD_HU`` (air, -1000 HU); intensities are then windowed
+to [0, 1] (``HU_WINDOW``); the consensus mask is resampled the same way to a soft [0, 1] mask.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from lunglesionai.core.sitk_bridge import volume_from_sitk
+from lunglesionai.core.hu_windows import NODULE_WINDOW_HU, window_hu
+from lunglesionai.core.vocabulary import INVASIVENESS_CLASSES, TEXTURE_CLASSES
+from lunglesionai.datasets.tables import finite_number
+from lunglesionai.core.volume import Volume
+
+__all__ = [
+    "TEXTURE_CLASSES",
+    "INVASIVENESS_CLASSES",
+    "HU_WINDOW",
+    "ATTRIBUTES",
+    "PAD_HU",
+    "LidcTableError",
+    "NoduleRecord",
+    "read_nodule_table",
+    "texture_class",
+    "load_voi",
+    "CropGeometry",
+    "crop_geometry",
+    "extract_crop",
+    "crop_to_volume",
+    "window_hu",
+    "CropSet",
+    "build_crop_set",
+    "AugmentationConfig",
+    "training_transforms",
+]
+
+logger = logging.getLogger(__name__)
+
+HU_WINDOW = NODULE_WINDOW_HU
+"""The grader's input window (:data:`lunglesionai.core.hu_windows.NODULE_WINDOW_HU`)."""
+PAD_HU = -1000.0
+"""HU written outside the VOI (air)."""
+LIDC_TEXTURE_TEXT = {
+    "non-solid/ggo": 0,
+    "non-solid/mixed": 0,
+    "part solid/mixed": 1,
+    "solid/mixed": 1,
+    "solid": 2,
+}
+"""LIDC ``Texture`` text -> index in :data:`TEXTURE_CLASSES`."""
+LIDC_TEXTURE_RATING = {1: 0, 2: 0, 3: 1, 4: 1, 5: 2}
+"""LIDC ``Texture_value`` rating 1-5 -> index in :data:`TEXTURE_CLASSES`."""
+ATTRIBUTES = ("calcified", "lobulation", "margin", "sphericity", "spiculation", "subtlety")
+"""LIDC semantic ratings regressed by the auxiliary head, each scaled to [-1, 1]."""
+_ATTRIBUTE_COLUMNS = ("Calcification_value", "Lobulation_value", "Margin_value", "Sphericity_value",
+                      "Spiculation_value", "Subtlety_value")
+CALCIFICATION_ABSENT = 6
+"""LIDC ``Calcification_value`` meaning "absent" (1-5 are calcification patterns)."""
+REQUIRED_COLUMNS = ("file", "coordX", "coordY", "coordZ", "diameter_mm")
+TABLE_NAME = "nodules.csv"
+_CACHE_VERSION = 2
+"""Bumped whenever :class:`CropSet`'s content changes (old cache files are then ignored)."""
+
+
+class LidcTableError(ValueError):
+    """A ``nodules.csv`` (or a VOI it names) that cannot be used; the message names the file, row and column."""
+
+
+@dataclass(frozen=True)
+class NoduleRecord:
+    """One row of ``nodules.csv``.
+
+    Args:
+        file: file name under ``images/`` and ``masks/``.
+        center_lps_mm: nodule centre (x, y, z), LPS mm.
+        diameter_mm: the table's nodule diameter (mm).
+        split: "train", "val", ... ("" when the table has no split column).
+        patient_id: LIDC patient ("" when absent).
+        malignant: ``Diagnosis_value`` 0/1, or None.
+        rating: ``Malignancy_value`` 1-5, or None.
+        texture: index into :data:`TEXTURE_CLASSES`, or None.
+        attributes: the :data:`ATTRIBUTES` scaled to [-1, 1], NaN where the table has none.
+    """
+
+    file: str
+    center_lps_mm: tuple[float, float, float]
+    diameter_mm: float
+    split: str = ""
+    patient_id: str = ""
+    malignant: Optional[int] = None
+    rating: Optional[int] = None
+    texture: Optional[int] = None
+    attributes: tuple[float, ...] = (math.nan,) * len(ATTRIBUTES)
+
+    @property
+    def invasiveness(self) -> Optional[int]:
+        """Index into :data:`INVASIVENESS_CLASSES` (the texture surrogate), or None."""
+        return self.texture
+
+
+def read_nodule_table(data_dir: str | os.PathLike, split: Optional[str] = None) -> list[NoduleRecord]:
+    """Read and validate ``DIR/nodules.csv``.
+
+    Args:
+        data_dir: folder in the ``lidc_voi`` layout.
+        split: keep rows whose ``split`` equals this; ignored (all rows kept, logged) when the table has no
+            ``split`` column; None keeps all rows.
+
+    Returns:
+        The records in table order.
+
+    Raises:
+        LidcTableError: no table, a required column missing, a value that is not a number / not a known label
+            (message: file, row number, column, value), or no rows left for ``split``.
+
+    Example:
+        >>> records = read_nodule_table("../shared/data/lidc_voi", split="val")  # doctest: +SKIP
+    """
+    path = Path(data_dir) / TABLE_NAME
+    if not path.is_file():
+        raise LidcTableError(f"{path}: no such table (expected the lidc_voi layout: images/, masks/, {TABLE_NAME})")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise LidcTableError(f"{path}: missing column(s) {missing}; found {columns}")
+        records = [_parse_row(path, row_number, row) for row_number, row in enumerate(reader, start=2)]
+    if split is not None and "split" in columns:
+        records = [r for r in records if r.split == split]
+    elif split is not None:
+        logger.info("%s has no 'split' column: using all %d rows as split %r", path, len(records), split)
+    if not records:
+        raise LidcTableError(f"{path}: no rows" + (f" with split == {split!r}" if split is not None else ""))
+    return records
+
+
+def _parse_row(path: Path, row_number: int, row: dict[str, str]) -> NoduleRecord:
+    def number(column: str) -> float:
+        return finite_number(path, row_number, column, row.get(column), LidcTableError)
+
+    def optional_int(column: str, allowed: range) -> Optional[int]:
+        if not (row.get(column) or "").strip():
+            return None
+        value = number(column)
+        if value != int(value) or int(value) not in allowed:
+            raise LidcTableError(
+                f"{path}: row {row_number}, column {column}: {row[column]!r} not an integer in "
+                f"{allowed.start}..{allowed.stop - 1}"
+            )
+        return int(value)
+
+    file = (row.get("file") or "").strip()
+    if not file:
+        raise LidcTableError(f"{path}: row {row_number}, column file: empty")
+    diameter = number("diameter_mm")
+    if diameter <= 0:
+        raise LidcTableError(f"{path}: row {row_number}, column diameter_mm: must be > 0, got {diameter}")
+    texture = None
+    if (row.get("Texture") or "").strip():
+        texture = _texture_from_text(path, row_number, row["Texture"])
+    elif (row.get("Texture_value") or "").strip():
+        texture = LIDC_TEXTURE_RATING[optional_int("Texture_value", range(1, 6))]
+    return NoduleRecord(
+        file=file,
+        center_lps_mm=(number("coordX"), number("coordY"), number("coordZ")),
+        diameter_mm=diameter,
+        split=(row.get("split") or "").strip(),
+        patient_id=(row.get("patient_id") or "").strip(),
+        malignant=optional_int("Diagnosis_value", range(0, 2)),
+        rating=optional_int("Malignancy_value", range(1, 6)),
+        texture=texture,
+        attributes=tuple(_attribute(column, optional_int(column, range(1, 7))) for column in _ATTRIBUTE_COLUMNS),
+    )
+
+
+def _attribute(column: str, value: Optional[int]) -> float:
+    if value is None:
+        return math.nan
+    if column == "Calcification_value":
+        return -1.0 if value == CALCIFICATION_ABSENT else 1.0
+    return (min(value, 5) - 3) / 2.0
+
+
+def _texture_from_text(path: Path, row_number: int, text: str) -> int:
+    try:
+        return texture_class(text)
+    except ValueError as exc:
+        raise LidcTableError(f"{path}: row {row_number}, column Texture: {exc}") from None
+
+
+def texture_class(lidc_texture: str) -> int:
+    """Index in :data:`TEXTURE_CLASSES` of an LIDC ``Texture`` text (case and spaces ignored).
+
+    Raises:
+        ValueError: not one of the five LIDC texture texts.
+
+    Example:
+        >>> TEXTURE_CLASSES[texture_class("Part Solid/Mixed")]
+        'part-solid'
+    """
+    key = " ".join(str(lidc_texture).split()).lower()
+    if key not in LIDC_TEXTURE_TEXT:
+        raise ValueError(f"unknown LIDC texture {lidc_texture!r}; expected one of {sorted(LIDC_TEXTURE_TEXT)}")
+    return LIDC_TEXTURE_TEXT[key]
+
+
+def load_voi(
+    data_dir: str | os.PathLike, record: NoduleRecord, with_mask: bool = True
+) -> tuple[Volume, Optional[np.ndarray]]:
+    """Read one VOI and (optionally) its mask.
+
+    Args:
+        data_dir: the ``lidc_voi`` folder.
+        record: the nodule's table row.
+        with_mask: also read ``masks/<file>``.
+
+    Returns:
+        (volume in HU, boolean (Z, Y, X) mask on the same grid, or None when ``with_mask`` is False).
+
+    Raises:
+        LidcTableError: a file is missing or unreadable, or the mask's grid differs from the image's.
+    """
+    image_path = Path(data_dir) / "images" / record.file
+    volume = volume_from_sitk(_read_image(image_path), str(image_path))
+    if not with_mask:
+        return volume, None
+    mask_path = Path(data_dir) / "masks" / record.file
+    mask_image = _read_image(mask_path)
+    mask = sitk.GetArrayFromImage(mask_image) > 0
+    if mask.shape != volume.shape_zyx or not np.allclose(mask_image.GetSpacing(), volume.spacing_mm, atol=1e-4):
+        raise LidcTableError(
+            f"{mask_path}: mask grid (shape {mask.shape}, spacing {mask_image.GetSpacing()}) differs from the "
+            f"image's (shape {volume.shape_zyx}, spacing {volume.spacing_mm})"
+        )
+    return volume, mask
+
+
+def _read_image(path: Path) -> sitk.Image:
+    if not path.is_file():
+        raise LidcTableError(f"{path}: no such file (named in {TABLE_NAME})")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise LidcTableError(f"{path}: unreadable image ({str(exc).strip().splitlines()[-1]})") from exc
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """An isotropic cube grid in LPS: ``size`` voxels of ``spacing_mm`` along the volume's own axes.
+
+    Args:
+        origin_lps_mm: LPS (x, y, z) of voxel (0, 0, 0)'s centre.
+        spacing_mm: isotropic voxel size (mm).
+        size: voxels per side (the array is (size, size, size), (z, y, x) order).
+        direction: 3×3 direction cosines, row-major (the volume's).
+    """
+
+    origin_lps_mm: tuple[float, float, float]
+    spacing_mm: float
+    size: int
+    direction: tuple[float, ...]
+
+    def to_sitk_reference(self) -> sitk.Image:
+        """An empty float32 SimpleITK image with this grid (for ``sitk.Resample``)."""
+        image = sitk.Image([self.size] * 3, sitk.sitkFloat32)
+        image.SetOrigin(self.origin_lps_mm)
+        image.SetSpacing([self.spacing_mm] * 3)
+        image.SetDirection(self.direction)
+        return image
+
+
+def crop_geometry(volume: Volume, center_lps_mm, spacing_mm: float, size: int) -> CropGeometry:
+    """The isotropic cube centred on ``center_lps_mm`` with the volume's axis directions.
+
+    Args:
+        volume: the volume the crop is taken from (its direction is kept).
+        center_lps_mm: (x, y, z) LPS mm.
+        spacing_mm: isotropic spacing (> 0).
+        size: voxels per side (> 0).
+
+    Raises:
+        ValueError: non-positive spacing or size, or a centre that is not 3 finite numbers.
+    """
+    center = np.asarray(center_lps_mm, dtype=float).reshape(-1)
+    if center.size != 3 or not np.all(np.isfinite(center)):
+        raise ValueError(f"center_lps_mm must be 3 finite numbers, got {center_lps_mm}")
+    if spacing_mm <= 0 or size < 1:
+        raise ValueError(f"crop needs spacing_mm > 0 and size >= 1, got {spacing_mm}, {size}")
+    half = (size - 1) / 2.0 * spacing_mm
+    origin = center - volume.direction_matrix @ np.full(3, half)
+    return CropGeometry(tuple(origin.tolist()), float(spacing_mm), int(size), volume.direction)
+
+
+def extract_crop(volume: Volume, geometry: CropGeometry, pad_hu: float = PAD_HU) -> np.ndarray:
+    """Resample the volume onto the crop grid (linear interpolation), ``pad_hu`` outside the volume.
+
+    Only the part of ``volume`` under the crop is converted, so this is cheap on full-size CTs.
+
+    Args:
+        volume: CT in HU (or a 0/1 mask as a Volume; then use ``pad_hu=0`` for a soft mask).
+        geometry: from :func:`crop_geometry`.
+        pad_hu: value outside the volume.
+
+    Returns:
+        (size, size, size) float32 array, (z, y, x) order, in the volume's units.
+    """
+    lo, hi = _covering_box(volume, geometry, margin=1)
+    if np.any(hi <= lo):
+        return np.full((geometry.size,) * 3, pad_hu, np.float32)
+    sub = np.asarray(volume.hu[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
+    image = sitk.GetImageFromArray(sub)
+    image.SetSpacing(volume.spacing_mm)
+    image.SetOrigin(tuple(volume.kji_to_lps([lo])[0].tolist()))
+    image.SetDirection(volume.direction)
+    out = sitk.Resample(image, geometry.to_sitk_reference(), sitk.Transform(), sitk.sitkLinear, float(pad_hu))
+    return sitk.GetArrayFromImage(out)
+
+
+def crop_to_volume(crop: np.ndarray, geometry: CropGeometry, volume: Volume) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Inverse of :func:`extract_crop`: resample crop values back onto the volume's own grid (linear).
+
+    Args:
+        crop: (size, size, size) array on ``geometry`` (e.g. a mask probability).
+        geometry: the crop's grid.
+        volume: the target grid.
+
+    Returns:
+        ((k, j, i) offset in the volume, float32 (dz, dy, dx) array of the volume voxels the crop covers;
+        0 where the crop does not reach). An empty (0-sized) array when the crop misses the volume.
+
+    Raises:
+        ValueError: ``crop``'s shape is not the geometry's.
+    """
+    if np.shape(crop) != (geometry.size,) * 3:
+        raise ValueError(f"crop shape {np.shape(crop)} is not the geometry's {(geometry.size,) * 3}")
+    lo, hi = _covering_box(volume, geometry, margin=0)
+    if np.any(hi <= lo):
+        return (0, 0, 0), np.zeros((0, 0, 0), np.float32)
+    image = sitk.GetImageFromArray(np.asarray(crop, dtype=np.float32))
+    image.SetOrigin(geometry.origin_lps_mm)
+    image.SetSpacing([geometry.spacing_mm] * 3)
+    image.SetDirection(geometry.direction)
+    reference = sitk.Image([int(n) for n in (hi - lo)[::-1]], sitk.sitkFloat32)
+    reference.SetSpacing(volume.spacing_mm)
+    reference.SetOrigin(tuple(volume.kji_to_lps([lo])[0].tolist()))
+    reference.SetDirection(volume.direction)
+    out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
+    return tuple(int(v) for v in lo), sitk.GetArrayFromImage(out)
+
+
+def _covering_box(volume: Volume, geometry: CropGeometry, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) (k, j, i) index box of volume voxels under the crop cube, clipped to the volume."""
+    corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], float) * (geometry.size - 1)
+    matrix = np.asarray(geometry.direction).reshape(3, 3) * geometry.spacing_mm
+    lps = corners @ matrix.T + np.asarray(geometry.origin_lps_mm)
+    kji = volume.lps_to_kji(lps)
+    lo = np.maximum(np.floor(kji.min(axis=0)).astype(int) - margin, 0)
+    hi = np.minimum(np.ceil(kji.max(axis=0)).astype(int) + 1 + margin, volume.shape_zyx)
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """Random augmentation of training crops (MONAI dictionary transforms on "image" and "mask").
+
+    Args:
+        rotate_deg: (about z, about y, about x) maximum rotation in degrees (uniform in ±).
+        shift_mm: maximum shift of the crop centre along each axis (mm; the detector's centre is not exact).
+        scale: maximum relative zoom (uniform in 1 ± scale).
+        flip_prob: probability of a flip along each axis.
+        hu_shift: maximum intensity shift in HU (window units after conversion).
+        hu_scale: maximum relative intensity scaling.
+        noise_std_hu: standard deviation of Gaussian noise in HU (applied with probability 0.5).
+
+    Raises:
+        ValueError: a negative amount or a probability outside [0, 1].
+    """
+
+    rotate_deg: tuple[float, float, float] = (180.0, 15.0, 15.0)
+    shift_mm: float = 2.0
+    scale: float = 0.05
+    flip_prob: float = 0.5
+    hu_shift: float = 30.0
+    hu_scale: float = 0.05
+    noise_std_hu: float = 20.0
+
+    def __post_init__(self) -> None:
+        amounts = (*self.rotate_deg, self.shift_mm, self.scale, self.hu_shift, self.hu_scale, self.noise_std_hu)
+        if min(amounts) < 0 or len(self.rotate_deg) != 3:
+            raise ValueError(f"AugmentationConfig amounts must be >= 0 (rotate_deg 3 values): {self}")
+        if not 0 <= self.flip_prob <= 1:
+            raise ValueError(f"AugmentationConfig.flip_prob must be in [0, 1], got {self.flip_prob}")
+
+
+def training_transforms(
+    augmentation: AugmentationConfig, crop_size: int, spacing_mm: float, window: tuple[float, float] = HU_WINDOW
+):
+    """MONAI dictionary transforms for training: affine (rotation, zoom, shift, crop to ``crop_size``), flips,
+    HU shift/scale and Gaussian noise.
+
+    Input dicts hold "image" (1, S, S, S) windowed [0, 1] crops (S >= ``crop_size``, padding already 0 = air)
+    and "mask" (1, S, S, S) soft masks; the affine resamples both (bilinear, zero padding = air / background)
+    to (1, crop_size, crop_size, crop_size) around the centre.
+
+    Args:
+        augmentation: amounts.
+        crop_size: output size per side (voxels).
+        spacing_mm: the crops' isotropic spacing (converts ``shift_mm`` to voxels).
+        window: HU window of the crops (converts the HU amounts).
+
+    Returns:
+        ``monai.transforms.Compose``; seed it with ``set_random_state``.
+    """
+    from monai import transforms as mt
+
+    a = augmentation
+    width = float(window[1] - window[0])
+    keys = ("image", "mask")
+    return mt.Compose(
+        [
+            mt.RandAffined(
+                keys,
+                spatial_size=(crop_size,) * 3,
+                prob=1.0,
+                rotate_range=[math.radians(d) for d in a.rotate_deg],
+                translate_range=[a.shift_mm / spacing_mm] * 3,
+                scale_range=[a.scale] * 3,
+                mode=("bilinear", "bilinear"),
+                padding_mode="zeros",
+            ),
+            mt.RandFlipd(keys, prob=a.flip_prob, spatial_axis=0),
+            mt.RandFlipd(keys, prob=a.flip_prob, spatial_axis=1),
+            mt.RandFlipd(keys, prob=a.flip_prob, spatial_axis=2),
+            mt.RandScaleIntensityd("image", factors=a.hu_scale, prob=0.5),
+            mt.RandShiftIntensityd("image", offsets=a.hu_shift / width, prob=0.5),
+            mt.RandGaussianNoised("image", prob=0.5, std=a.noise_std_hu / width),
+            mt.ToTensord(keys, track_meta=False),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class CropSet:
+    """Nodule-centred isotropic crops of many VOIs, with their labels (arrays indexed by nodule n).
+
+    Attributes:
+        images: (N, S, S, S) float16 windowed crops in [0, 1] (0 = air, also the padding).
+        masks: (N, S, S, S) float16 soft consensus masks in [0, 1].
+        malignant, rating, texture: (N,) int64 labels, -1 where the table has none (rating 1-5 stored as 0-4).
+        attributes: (N, len(ATTRIBUTES)) float32 scaled semantic ratings, NaN where the table has none.
+        diameter_mm: (N,) float64 table diameters.
+        files: the N file names.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    malignant: np.ndarray
+    rating: np.ndarray
+    texture: np.ndarray
+    attributes: np.ndarray
+    diameter_mm: np.ndarray
+    files: tuple[str, ...]
+
+
+def build_crop_set(
+    data_dir: str | os.PathLike,
+    records: list[NoduleRecord],
+    spacing_mm: float,
+    size: int,
+    window: tuple[float, float] = HU_WINDOW,
+    cache_dir: Optional[str | os.PathLike] = None,
+) -> CropSet:
+    """Crop every record's VOI and mask around its table centre (isotropic, padded, windowed).
+
+    Args:
+        data_dir: the ``lidc_voi`` folder.
+        records: rows from :func:`read_nodule_table`.
+        spacing_mm: isotropic spacing (mm).
+        size: voxels per side.
+        window: HU window.
+        cache_dir: when given, the result is stored there as ``.npz`` (keyed by the files and parameters) and
+            read back on the next call (never commit it).
+
+    Returns:
+        :class:`CropSet`.
+
+    Raises:
+        LidcTableError: a VOI or mask is missing or unreadable.
+    """
+    cache_path = None
+    if cache_dir is not None:
+        key = _cache_key(data_dir, records, spacing_mm, size, window)
+        cache_path = Path(cache_dir) / f"lidc_crops_{key}.npz"
+        if cache_path.is_file():
+            with np.load(cache_path) as data:
+                return CropSet(**{k: data[k] for k in data.files if k != "files"}, files=tuple(data["files"]))
+    images = np.zeros((len(records),) + (size,) * 3, np.float16)
+    masks = np.zeros_like(images)
+    for n, record in enumerate(records):
+        volume, mask = load_voi(data_dir, record)
+        geometry = crop_geometry(volume, record.center_lps_mm, spacing_mm, size)
+        images[n] = window_hu(extract_crop(volume, geometry), window)
+        masks[n] = extract_crop(volume.with_array(mask.astype(np.float32)), geometry, pad_hu=0.0)
+        if (n + 1) % 100 == 0 or n + 1 == len(records):
+            logger.info("cropped case %d/%d", n + 1, len(records))
+    crops = CropSet(
+        images=images,
+        masks=masks,
+        malignant=np.array([_label(r.malignant) for r in records], np.int64),
+        rating=np.array([_label(r.rating, -1) for r in records], np.int64),
+        texture=np.array([_label(r.texture) for r in records], np.int64),
+        attributes=np.array([r.attributes for r in records], np.float32).reshape(len(records), len(ATTRIBUTES)),
+        diameter_mm=np.array([r.diameter_mm for r in records], np.float64),
+        files=tuple(r.file for r in records),
+    )
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **{k: v for k, v in crops.__dict__.items() if k != "files"}, files=np.array(crops.files))
+        os.replace(tmp, cache_path)
+    return crops
+
+
+def _label(value: Optional[int], shift: int = 0) -> int:
+    return -1 if value is None else int(value) + shift
+
+
+def _cache_key(data_dir, records, spacing_mm, size, window) -> str:
+    import hashlib
+
+    text = repr((_CACHE_VERSION, str(Path(data_dir).resolve()), records, spacing_mm, size, tuple(window)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

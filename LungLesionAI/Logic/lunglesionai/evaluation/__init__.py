@@ -1,0 +1,1 @@
+"""lunglesionai.evaluation.metrics.luna16_hits."""
