@@ -9,8 +9,9 @@ import importlib
 import os
 import re
 
-import slicer
 from slicer.i18n import tr as _
+
+import slicer
 
 #: The module's folder (this file lives in ``LungLesionAILib/`` beside ``LungLesionAI.py``).
 MODULE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

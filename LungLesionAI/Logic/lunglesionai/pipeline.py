@@ -32,16 +32,16 @@ from typing import Callable, Optional
 import numpy as np
 
 from lunglesionai import __version__
-from lunglesionai.stages.blob_detector import LEARNED_METHOD_NAME, BlobDetectorConfig, Candidate
-from lunglesionai.core.vocabulary import DEFAULT_DETECTOR, DETECTOR_NAMES, DEVICES
-from lunglesionai.stages.nodule_detection import detect_nodules, load_learned_model, torch_device
 from lunglesionai.core.findings import NOT_RUN, STAGES, Finding, FindingMask, InputInfo, Report
+from lunglesionai.core.orientation import reorient_to_lps
+from lunglesionai.core.vocabulary import DEFAULT_DETECTOR, DETECTOR_NAMES, DEVICES
+from lunglesionai.core.volume import Volume
+from lunglesionai.stages.blob_detector import LEARNED_METHOD_NAME, BlobDetectorConfig, Candidate
 from lunglesionai.stages.lung_mask import segment_lungs
 from lunglesionai.stages.measurements import measure_mask
-from lunglesionai.core.orientation import reorient_to_lps
+from lunglesionai.stages.nodule_detection import detect_nodules, load_learned_model, torch_device
 from lunglesionai.stages.scan_coverage import scan_warnings
 from lunglesionai.stages.segmentation import ball_mask, segment_nodule
-from lunglesionai.core.volume import Volume
 
 __all__ = ["PipelineConfig", "ProgressCallback", "analyze_volume", "merge_duplicates"]
 

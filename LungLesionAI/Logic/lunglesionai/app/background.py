@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lunglesionai.core import vocabulary
-
 from lunglesionai.app.progress import parse_progress_line
+from lunglesionai.core import vocabulary
 
 __all__ = [
     "AnalysisState",

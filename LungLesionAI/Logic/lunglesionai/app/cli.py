@@ -60,11 +60,11 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     out = check_output_folder(args.output, overwrite=args.overwrite, inputs=[args.input])
-    from lunglesionai.io.outputs import write_outputs
-    from lunglesionai.io.dicom_description import describe_dicom_input
-    from lunglesionai.io.ct_files import load_volume
-    from lunglesionai.pipeline import PipelineConfig, analyze_volume
     from lunglesionai.app.progress import progress_reporter
+    from lunglesionai.io.ct_files import load_volume
+    from lunglesionai.io.dicom_description import describe_dicom_input
+    from lunglesionai.io.outputs import write_outputs
+    from lunglesionai.pipeline import PipelineConfig, analyze_volume
 
     config = PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr,
                             grade=not args.no_grading, device=args.device, uld=args.uld)
@@ -98,7 +98,6 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     """``lunglesionai bench``: per-stage timings and peak memory on a 512×512×300 phantom."""
     from lunglesionai.app.bench import BenchConfig, format_benchmark, run_benchmark
-
     from lunglesionai.core.output_folder import check_output_file
 
     if args.json:
@@ -113,9 +112,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_evaluate_phantom(args: argparse.Namespace) -> int:
     """``lunglesionai evaluate phantom``: sensitivity / FPs per scan on phantoms at several operating points."""
-    from lunglesionai.evaluation.phantom_protocol import PhantomEvaluationConfig, evaluate_phantoms, format_phantom_metrics
-
     from lunglesionai.core.output_folder import check_output_file
+    from lunglesionai.evaluation.phantom_protocol import (
+        PhantomEvaluationConfig,
+        evaluate_phantoms,
+        format_phantom_metrics,
+    )
 
     if args.out:
         check_output_file(args.out)

@@ -4,7 +4,13 @@
 
 from __future__ import annotations
 
-from lunglesionai.datagen.composites import CompositeConfig, HOST_KINDS, NoduleSource, build_composite_set, write_composite_set
+from lunglesionai.datagen.composites import (
+    HOST_KINDS,
+    CompositeConfig,
+    NoduleSource,
+    build_composite_set,
+    write_composite_set,
+)
 
 __all__ = ["add_make_composites_parser", "fill_make_composites_parser", "run_make_composites"]
 

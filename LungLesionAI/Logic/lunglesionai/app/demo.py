@@ -10,10 +10,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-
+from lunglesionai.core.findings import Report
 from lunglesionai.evaluation.metrics.luna16_hits import DetectionMatch
 from lunglesionai.evaluation.phantom_protocol import score_against_phantom
-from lunglesionai.core.findings import Report
 
 __all__ = ["DemoResult", "run_phantom_demo"]
 
@@ -76,11 +75,11 @@ def run_phantom_demo(
         OutputPathError: OUT is a file, not writable, or holds files lunglesionai did not write.
         ValueError: unknown preset.
     """
-    from lunglesionai.io.outputs import write_outputs
-    from lunglesionai.io.ct_files import save_volume
-    from lunglesionai.core.output_folder import check_output_folder
-    from lunglesionai.pipeline import analyze_volume
     from lunglesionai.app.progress import progress_reporter
+    from lunglesionai.core.output_folder import check_output_folder
+    from lunglesionai.io.ct_files import save_volume
+    from lunglesionai.io.outputs import write_outputs
+    from lunglesionai.pipeline import analyze_volume
     from lunglesionai.synth import PhantomConfig, make_phantom
 
     presets = {"clinical": PhantomConfig.clinical, "small": PhantomConfig.small}

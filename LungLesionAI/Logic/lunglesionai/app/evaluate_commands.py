@@ -6,14 +6,15 @@ Each ``run_*`` parses nothing itself: it takes the parsed arguments, calls one p
 
 from __future__ import annotations
 
-from lunglesionai.evaluation.luna16_protocol import DEFAULT_BOOTSTRAP, evaluate_detection
+import argparse
+import json
 import os
 import secrets
-import json
 from pathlib import Path
-import argparse
-from lunglesionai.evaluation.lidc_voi_protocol import SUMMARY_KEYS, evaluate_lidc_voi
+
 from lunglesionai.evaluation.deeplesion_protocol import evaluate_deeplesion
+from lunglesionai.evaluation.lidc_voi_protocol import SUMMARY_KEYS, evaluate_lidc_voi
+from lunglesionai.evaluation.luna16_protocol import DEFAULT_BOOTSTRAP, evaluate_detection
 
 __all__ = ["add_evaluate_detection_parser", "run_evaluate_detection", "add_evaluate_lidc_parser", "run_evaluate_lidc", "add_evaluate_uld_parser", "run_evaluate_uld"]
 

@@ -6,29 +6,43 @@ Each ``run_*`` turns the parsed arguments into the trainer's config and calls on
 
 from __future__ import annotations
 
-from lunglesionai.training.detector import DetectorTrainConfig, initial_weights, luna16_cases, train_detector, training_cases
-from lunglesionai.nets.retina_unet import CLASSIFICATION_LOSSES
-import time
-import json
 import argparse
+import json
 import logging
-from lunglesionai.training.fp_reduction import FprTrainConfig, classical_proposer, combined_proposer, learned_proposer, mine_candidates, train_fpr
+import time
 from dataclasses import asdict, replace
-import torch
-from lunglesionai.stages.fp_reduction import DEFAULT_GRID_SPACING_MM
-from lunglesionai.training.grader import GraderTrainingConfig, train_grader
-from lunglesionai.nets.model_store import CONFIG_FILE
 from pathlib import Path
-from lunglesionai.stages.grading import WEIGHTS_FILE as GRADER_WEIGHTS_FILE
-from lunglesionai.training.universal_lesions import OPERATING_FP_RATE, ULDTrainConfig, train_uld
+
+import numpy as np
+import torch
+
 from lunglesionai.datagen.uld_cases import (
     build_cases,
     validation_config,
 )
+from lunglesionai.nets.model_store import CONFIG_FILE, save_model
+from lunglesionai.nets.retina_unet import CLASSIFICATION_LOSSES
+from lunglesionai.stages.fp_reduction import DEFAULT_GRID_SPACING_MM
+from lunglesionai.stages.grading import WEIGHTS_FILE as GRADER_WEIGHTS_FILE
 from lunglesionai.stages.universal_lesions.detector import ULD_FORMAT
 from lunglesionai.stages.universal_lesions.detector import WEIGHTS_FILE as ULD_WEIGHTS_FILE
-from lunglesionai.nets.model_store import save_model
-import numpy as np
+from lunglesionai.training.detector import (
+    DetectorTrainConfig,
+    initial_weights,
+    luna16_cases,
+    train_detector,
+    training_cases,
+)
+from lunglesionai.training.fp_reduction import (
+    FprTrainConfig,
+    classical_proposer,
+    combined_proposer,
+    learned_proposer,
+    mine_candidates,
+    train_fpr,
+)
+from lunglesionai.training.grader import GraderTrainingConfig, train_grader
+from lunglesionai.training.universal_lesions import OPERATING_FP_RATE, ULDTrainConfig, train_uld
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +138,8 @@ def add_train_fpr_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
 
 def run_train_fpr(args: argparse.Namespace) -> int:
     """``lunglesionai train fpr``: mine the detector's candidates on the training composites, train, write."""
-    from lunglesionai.training.detector import DetectorTrainConfig, training_cases
     from lunglesionai.stages.retina_detector import LearnedDetector
+    from lunglesionai.training.detector import DetectorTrainConfig, training_cases
 
     torch.set_num_threads(args.threads)
     start = time.monotonic()

@@ -2,7 +2,7 @@
 
 Each room is a subpackage of ``lunglesionai`` (``pipeline`` is the module ``lunglesionai/pipeline.py``); a module
 may import from its own room and from rooms on lower levels, plus the few same-level pairs in
-:data:`SAME_LEVEL_IMPORTS`. ``Testing/test_layers.py`` walks every module's imports (those inside functions too)
+:data:`SAME_LEVEL_IMPORTS`. ``Testing/core/test_layers.py`` walks every module's imports (those inside functions too)
 and fails on an import this table does not allow, and on an import cycle; README shows the same table.
 Standard library only.
 

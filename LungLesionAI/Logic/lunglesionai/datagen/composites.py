@@ -55,9 +55,9 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from lunglesionai.core.findings import FindingMask
-from lunglesionai.datasets.lidc import TEXTURE_CLASSES, NoduleRecord, load_voi, read_nodule_table
 from lunglesionai.core.output_folder import atomic_output_folder, check_output_folder
 from lunglesionai.core.volume import Volume
+from lunglesionai.datasets.lidc import TEXTURE_CLASSES, NoduleRecord, load_voi, read_nodule_table
 
 __all__ = [
     "BLEND_METHODS",
@@ -627,8 +627,8 @@ def write_composite_set(out_dir: str | os.PathLike, composites: Iterable[Composi
         OutputPathError: ``out_dir`` is a file, protected, not writable, or holds files lunglesionai did not write.
         ValueError: two composites share a case id, or none is given.
     """
-    from lunglesionai.io.ct_files import save_volume
     from lunglesionai.datasets.luna16 import write_luna16_csv
+    from lunglesionai.io.ct_files import save_volume
 
     out = check_output_folder(out_dir, overwrite=overwrite)
     with atomic_output_folder(out, overwrite=overwrite, command="make-composites") as tmp:

@@ -62,8 +62,8 @@ from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
 from lunglesionai.core.findings import FindingMask
-from lunglesionai.datagen.lesion_regions import AnatomyRegions
 from lunglesionai.core.volume import Volume
+from lunglesionai.datagen.lesion_regions import AnatomyRegions
 
 __all__ = [
     "LESION_CLASSES",

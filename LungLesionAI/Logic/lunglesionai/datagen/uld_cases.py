@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lunglesionai.stages.universal_lesions.grid import SliceGrid, label_grid, mask_boxes_per_slice, slice_grid
-from lunglesionai.nets.mp3d import ULDConfig
 from lunglesionai.core.volume import Volume
+from lunglesionai.nets.mp3d import ULDConfig
+from lunglesionai.stages.universal_lesions.grid import SliceGrid, label_grid, mask_boxes_per_slice, slice_grid
 
 __all__ = [
     "HOST_FILES",
@@ -246,8 +246,8 @@ def build_case(case_id: str, kind: str, seed: np.random.SeedSequence, config: UL
 
 def _host(kind: str, rng: np.random.Generator, config: ULDDataConfig, data_ct, hosts: dict):
     """(LPS-ordered volume, lung mask, phantom truth, phantom masks, regions) of a host."""
-    from lunglesionai.datagen.composites import _phantom_host_retrying, real_host
     from lunglesionai.core.orientation import reorient_to_lps
+    from lunglesionai.datagen.composites import _phantom_host_retrying, real_host
     from lunglesionai.datagen.lesion_regions import anatomy_regions
 
     if kind == "phantom":

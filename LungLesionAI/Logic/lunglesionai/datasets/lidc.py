@@ -43,11 +43,11 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
-from lunglesionai.core.sitk_bridge import volume_from_sitk
 from lunglesionai.core.hu_windows import NODULE_WINDOW_HU, window_hu
+from lunglesionai.core.sitk_bridge import volume_from_sitk
 from lunglesionai.core.vocabulary import INVASIVENESS_CLASSES, TEXTURE_CLASSES
-from lunglesionai.datasets.tables import finite_number
 from lunglesionai.core.volume import Volume
+from lunglesionai.datasets.tables import finite_number
 
 __all__ = [
     "TEXTURE_CLASSES",

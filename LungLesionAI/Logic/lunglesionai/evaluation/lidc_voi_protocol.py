@@ -278,8 +278,8 @@ def evaluate_lidc_voi(
         >>> metrics = evaluate_lidc_voi("../shared/data/lidc_voi", "val")  # doctest: +SKIP
         >>> metrics["dice_mean"], metrics["malignancy_auc"]  # doctest: +SKIP
     """
-    from lunglesionai.stages.grading import NoduleGrader
     from lunglesionai.datasets.lidc import read_nodule_table
+    from lunglesionai.stages.grading import NoduleGrader
 
     records = read_nodule_table(data_dir, split)
     grader = NoduleGrader.load(model_dir)

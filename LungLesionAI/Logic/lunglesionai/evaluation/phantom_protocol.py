@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lunglesionai.evaluation.metrics.luna16_hits import DetectionMatch, match_centres
 from lunglesionai.core.findings import Report
+from lunglesionai.evaluation.metrics.luna16_hits import DetectionMatch, match_centres
 from lunglesionai.pipeline import PipelineConfig, analyze_volume
 
 __all__ = ["score_against_phantom", "PhantomEvaluationConfig", "evaluate_phantoms", "format_phantom_metrics"]

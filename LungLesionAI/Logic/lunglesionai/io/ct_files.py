@@ -42,6 +42,8 @@ from lunglesionai.core.ct_checks import (  # noqa: F401  (ORTHONORMAL_TOL re-exp
     check_spacing,
     sanitize_text,
 )
+from lunglesionai.core.sitk_bridge import volume_from_sitk, volume_to_sitk
+from lunglesionai.core.volume import Volume
 from lunglesionai.io.dicom_series import (  # noqa: F401  (constants re-exported for callers of lunglesionai.io.ct_files)
     CT_SOP_CLASS_UIDS,
     DUPLICATE_SLICE_RTOL,
@@ -55,8 +57,6 @@ from lunglesionai.io.dicom_series import (  # noqa: F401  (constants re-exported
     list_dicom_series,
 )
 from lunglesionai.io.image_checks import check_declared_data, read_declared_data
-from lunglesionai.core.sitk_bridge import volume_from_sitk, volume_to_sitk
-from lunglesionai.core.volume import Volume
 
 __all__ = [
     "CTInputError",

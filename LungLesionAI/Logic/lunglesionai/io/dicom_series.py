@@ -48,6 +48,7 @@ from lunglesionai.core.ct_checks import (
     check_memory,
     sanitize_text,
 )
+from lunglesionai.core.volume import Volume
 from lunglesionai.io.dicom_checks import (
     CT_SOP_CLASS_UIDS,
     _shown,
@@ -57,7 +58,6 @@ from lunglesionai.io.dicom_checks import (
     read_series_headers,
     scan_folder,
 )
-from lunglesionai.core.volume import Volume
 
 __all__ = [
     "CT_SOP_CLASS_UIDS",

@@ -29,8 +29,13 @@ from typing import Any
 import numpy as np
 
 from lunglesionai.core.findings import Finding, FindingMask, InputInfo, Report, validate_report_dict
-from lunglesionai.core.segments import FINDING_ID_TAG, mask_crop_in_grid, reference_image_geometry_string, segment_styles
 from lunglesionai.core.output_folder import atomic_output_folder, check_output_folder
+from lunglesionai.core.segments import (
+    FINDING_ID_TAG,
+    mask_crop_in_grid,
+    reference_image_geometry_string,
+    segment_styles,
+)
 from lunglesionai.core.volume import Volume
 
 __all__ = [

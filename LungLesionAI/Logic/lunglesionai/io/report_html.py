@@ -375,8 +375,8 @@ def write_report_html(report: Report, volume: Optional[Volume], out_path: str | 
         ValueError: ``volume`` is not on the report's input grid.
         FileNotFoundError: the folder of ``out_path`` does not exist.
     """
-    from lunglesionai.core.segments import segment_styles
     from lunglesionai.core.orientation import reorient_to_lps
+    from lunglesionai.core.segments import segment_styles
 
     out = Path(out_path)
     if not out.parent.is_dir():

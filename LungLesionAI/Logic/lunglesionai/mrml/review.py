@@ -33,9 +33,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from lunglesionai.mrml import scene as mrml
 from lunglesionai.core.findings import REVIEW_STATES, Finding, FindingMask, Report
 from lunglesionai.core.volume import Volume
+from lunglesionai.mrml import scene as mrml
 
 __all__ = [
     "REPORT_ATTRIBUTE",

@@ -309,9 +309,10 @@ def _add_segment(seg_node, finding: Finding, style: SegmentStyle, info: InputInf
 
 def _oriented_image_from_mask(mask: FindingMask, info: InputInfo):
     """The mask as a uint8 vtkOrientedImageData whose extent is its place in the report's grid; None if empty."""
-    import slicer
     import vtk
     from vtk.util import numpy_support
+
+    import slicer
 
     first_kji, crop = mask_crop_in_grid(mask, info.shape_zyx)
     if crop.size == 0:
@@ -356,9 +357,10 @@ def segment_centroids_lps(segmentation_node) -> dict[str, np.ndarray]:
     Returns:
         segment id -> (3,) LPS point (x, y, z) mm; NaN for an empty segment.
     """
-    import slicer
     import vtk
     from vtk.util import numpy_support
+
+    import slicer
 
     segmentation = segmentation_node.GetSegmentation()
     centroids = {}
@@ -415,9 +417,10 @@ def segment_mask(segmentation_node, segment_id: str, info: InputInfo) -> Optiona
     Raises:
         KeyError: no segment with that id.
     """
-    import slicer
     import vtk
     from vtk.util import numpy_support
+
+    import slicer
 
     if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
         raise KeyError(f"segmentation {segmentation_node.GetName()!r} has no segment {segment_id!r}")

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet
 from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.volume import Volume
 from lunglesionai.datasets.lidc import (
     INVASIVENESS_CLASSES,
     TEXTURE_CLASSES,
@@ -36,8 +36,8 @@ from lunglesionai.datasets.lidc import (
     extract_crop,
     window_hu,
 )
+from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet
 from lunglesionai.nets.model_store import MODELS_ENV, ModelFileError, load_model, model_dir, save_model
-from lunglesionai.core.volume import Volume
 
 __all__ = [
     "MODELS_ENV",

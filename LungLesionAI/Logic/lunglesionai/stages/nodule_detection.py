@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 import numpy as np
 
-from lunglesionai.core.vocabulary import DETECTOR_NAMES
-from lunglesionai.stages.blob_detector import BlobDetectorConfig, Candidate, detect_candidates
 from lunglesionai.core.findings import NOT_RUN
+from lunglesionai.core.vocabulary import DETECTOR_NAMES
 from lunglesionai.core.volume import Volume
+from lunglesionai.stages.blob_detector import BlobDetectorConfig, Candidate, detect_candidates
 
 if TYPE_CHECKING:
     from lunglesionai.stages.retina_detector import DetectionGrid
@@ -66,8 +66,8 @@ def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: "NoduleDe
 
 
 def _learned_detector(volume: Volume, lung_mask: np.ndarray, config: "NoduleDetectionSettings") -> DetectionResult:
-    from lunglesionai.stages.retina_detector import boxes_to_candidates
     from lunglesionai.nets.model_store import ModelFileError
+    from lunglesionai.stages.retina_detector import boxes_to_candidates
 
     try:
         detector = load_learned_model("detector", config.detector_model_dir)
@@ -91,8 +91,8 @@ def _reduce_false_positives(volume: Volume, lung_mask: np.ndarray, detection: De
     The new score is sqrt(detector score × FPR probability) (:func:`lunglesionai.stages.retina_detector.combine_scores`);
     both go into each candidate's ``details``. The default operating point becomes the FPR model's.
     """
-    from lunglesionai.stages.retina_detector import combine_scores, detection_grid
     from lunglesionai.nets.model_store import ModelFileError
+    from lunglesionai.stages.retina_detector import combine_scores, detection_grid
 
     if not config.fpr:
         return replace(detection, stages={**detection.stages, "fp_reduction": NOT_RUN})

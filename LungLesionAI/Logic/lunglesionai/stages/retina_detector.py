@@ -22,11 +22,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from lunglesionai.stages.blob_detector import LEARNED_METHOD_NAME, Candidate
-from lunglesionai.nets.retina_unet import HU_WINDOW, DetectorConfig, build_detector
 from lunglesionai.core.sitk_bridge import volume_to_sitk
-from lunglesionai.nets.model_store import load_model, model_dir
 from lunglesionai.core.volume import Volume
+from lunglesionai.nets.model_store import load_model, model_dir
+from lunglesionai.nets.retina_unet import HU_WINDOW, DetectorConfig, build_detector
+from lunglesionai.stages.blob_detector import LEARNED_METHOD_NAME, Candidate
 
 __all__ = ["DETECTOR_FORMAT", "DetectionGrid", "LearnedDetector", "detection_grid", "boxes_to_candidates",
            "combine_scores"]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from lunglesionai.core.findings import FindingMask
+
 from .anatomy import Anatomy
 from .grid import Grid
 from .lungs import lung_occupancy

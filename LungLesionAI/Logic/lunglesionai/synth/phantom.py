@@ -16,15 +16,16 @@ from typing import Any, Optional
 import numpy as np
 
 from lunglesionai.core.volume import Volume
+
 from . import tissues as t
 from .anatomy import Anatomy, build_anatomy
 from .background import render_background
 from .config import PhantomConfig
 from .grid import Grid
 from .lungs import build_lung_map
-from .noise import correlated_noise_slabs, make_smooth_field
 from .nodule_shapes import draw_nodule_specs
 from .nodules import NoduleTruth, nodule_truth, paint_nodule, render_nodule
+from .noise import correlated_noise_slabs, make_smooth_field
 from .placement import place_nodules
 from .structures import build_airways, build_great_vessels, build_ribs
 from .tubes import OCCUPANCY_SCALE, Tubes, render_tubes

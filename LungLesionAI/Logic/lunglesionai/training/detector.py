@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from lunglesionai.datagen.composites import Composite, CompositeConfig, NoduleSource, build_composite_set
-from lunglesionai.nets.retina_unet import DetectorConfig, build_detector
-from lunglesionai.stages.retina_detector import DETECTOR_FORMAT, WEIGHTS_FILE, detection_grid
-from lunglesionai.stages.lung_mask import segment_lungs
 from lunglesionai.nets.model_store import save_model
+from lunglesionai.nets.retina_unet import DetectorConfig, build_detector
+from lunglesionai.stages.lung_mask import segment_lungs
+from lunglesionai.stages.retina_detector import DETECTOR_FORMAT, WEIGHTS_FILE, detection_grid
 from lunglesionai.training.schedules import scheduled_step
 
 __all__ = ["DetectorTrainConfig", "TrainingCase", "case_from_composite", "training_cases", "luna16_cases",
@@ -123,8 +123,8 @@ def luna16_cases(images_dir: str | os.PathLike, annotations_csv: str | os.PathLi
         FileNotFoundError: no image for a requested seriesuid.
         lunglesionai.datasets.luna16.Luna16TableError: a malformed table.
     """
-    from lunglesionai.io.ct_files import load_volume
     from lunglesionai.datasets.luna16 import find_images, read_annotations
+    from lunglesionai.io.ct_files import load_volume
 
     annotations = read_annotations(annotations_csv)
     wanted = seriesuids if seriesuids is not None else sorted(annotations)

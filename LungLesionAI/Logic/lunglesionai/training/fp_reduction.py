@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from lunglesionai.stages.fp_reduction import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
 from lunglesionai.nets.model_store import save_model
+from lunglesionai.stages.fp_reduction import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
 from lunglesionai.training.schedules import scheduled_step
 
 if TYPE_CHECKING:
@@ -108,10 +108,10 @@ def _resampled(image_xyz: np.ndarray, spacing_mm: float, new_spacing_mm: float, 
 def classical_proposer(spacing_mm: float) -> Callable[[TrainingCase], np.ndarray]:
     """Candidate centres (N, 3) in grid voxels from the classical blob detector, run on the case's grid as a CT
     (HU restored from the window, isotropic ``spacing_mm``) with its own lung mask."""
-    from lunglesionai.stages.blob_detector import detect_candidates
-    from lunglesionai.nets.retina_unet import HU_WINDOW
-    from lunglesionai.stages.lung_mask import segment_lungs
     from lunglesionai.core.volume import Volume
+    from lunglesionai.nets.retina_unet import HU_WINDOW
+    from lunglesionai.stages.blob_detector import detect_candidates
+    from lunglesionai.stages.lung_mask import segment_lungs
 
     low, high = HU_WINDOW
 

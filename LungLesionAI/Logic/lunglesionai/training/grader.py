@@ -20,12 +20,11 @@ lowers the val expected calibration error. Only ``split == train`` rows are trai
 
 from __future__ import annotations
 
-import json
-import os
-
 import copy
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,15 +34,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet, DenseSharpOutput
-from lunglesionai.training.grader_calibration import calibrate_temperature, fit_malignancy_stacker
-from lunglesionai.stages.grading import (
-    WEIGHTS_FILE,
-    predict_crops,
-    save_grader,
-    stacked_logit,
-    stacking_features,
-)
 from lunglesionai.datasets.lidc import (
     HU_WINDOW,
     PAD_HU,
@@ -61,6 +51,15 @@ from lunglesionai.evaluation.lidc_voi_protocol import (
     macro_f1,
     roc_auc,
 )
+from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet, DenseSharpOutput
+from lunglesionai.stages.grading import (
+    WEIGHTS_FILE,
+    predict_crops,
+    save_grader,
+    stacked_logit,
+    stacking_features,
+)
+from lunglesionai.training.grader_calibration import calibrate_temperature, fit_malignancy_stacker
 
 __all__ = [
     "LossWeights",

@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lunglesionai.training.schedules import scheduled_step
+from lunglesionai.core.hu_windows import window_hu_channels
 from lunglesionai.datagen.uld_cases import (
     SlabSample,
     ULDCase,
     ULDDataConfig,
     sample_slabs,
 )
-from lunglesionai.core.hu_windows import window_hu_channels
 from lunglesionai.nets.mp3d import build_uld_detector
+from lunglesionai.training.schedules import scheduled_step
 
 __all__ = ["TrainResult", "ULDTrainConfig", "make_batch", "train_uld"]
 

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from lunglesionai.core.findings import Finding
-from lunglesionai.nets.model_store import load_model, model_dir
-from lunglesionai.stages.universal_lesions.grid import SliceGrid, slice_grid
-from lunglesionai.nets.mp3d import ULDConfig, build_uld_detector, merge_classes, predict_slices
 from lunglesionai.core.volume import Volume
+from lunglesionai.nets.model_store import load_model, model_dir
+from lunglesionai.nets.mp3d import ULDConfig, build_uld_detector, merge_classes, predict_slices
+from lunglesionai.stages.universal_lesions.grid import SliceGrid, slice_grid
 
 __all__ = [
     "ULD_FORMAT",

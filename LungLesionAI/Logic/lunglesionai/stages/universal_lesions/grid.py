@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from lunglesionai.core.sitk_bridge import volume_to_sitk
 from lunglesionai.core.hu_windows import window_hu_channels
-from lunglesionai.nets.mp3d import ULDConfig
+from lunglesionai.core.sitk_bridge import volume_to_sitk
 from lunglesionai.core.volume import Volume
+from lunglesionai.nets.mp3d import ULDConfig
 
 __all__ = ["AIR_HU", "SliceGrid", "label_grid", "mask_boxes_per_slice", "slice_grid"]
 
