@@ -79,10 +79,11 @@ class PipelineConfig:
         grader_model_dir, detector_model_dir, fpr_model_dir: model folders (None: ``models/<name>`` or
             ``$LUNGLESIONAI_MODELS/<name>``).
         fpr: run the false-positive reduction classifier on the candidates.
-        uld: also run universal lesion detection over the whole scan (:mod:`lunglesionai.stages.universal_lesions.detector`; opt-in: its
-            composite validation sensitivity is 0.66 and it reports many false positives on real scans, see
-            ``models/uld/uld.card.md``); ``uld_model_dir`` its folder.
-        device: "auto" (CUDA when torch sees one), "cpu" or "cuda" for the learned detector.
+        uld: also run universal lesion detection over the whole scan
+            (:mod:`lunglesionai.stages.universal_lesions.detector`; opt-in: it reports many false positives on real
+            scans; its measured performance is in ``models/uld/uld.card.md``); ``uld_model_dir`` its folder.
+        device: "auto" (CUDA when torch sees one), "cpu" or "cuda" for the learned detector and ULD (the grader
+            and the FP reduction run on the CPU); ``Report.device`` says where they ran.
     """
 
     detector: str = DEFAULT_DETECTOR
@@ -116,22 +117,23 @@ class PipelineConfig:
 
 
 def _universal_lesions(volume: Volume, lung_mask: np.ndarray, nodules: list[Finding],
-                       config: PipelineConfig) -> tuple[list[Finding], str, list[dict[str, str]]]:
-    """ULD over the whole scan; lesions at reported nodules are dropped; "not run" with the reason without a model."""
+                       config: PipelineConfig) -> tuple[list[Finding], str, list[dict[str, str]], str]:
+    """ULD over the whole scan; lesions at reported nodules are dropped; "not run" with the reason without a model.
+    Returns the lesions, the stage text, the model used and the torch device it ran on."""
     from lunglesionai.nets.model_store import ModelFileError
 
     try:
         uld = load_learned_model("uld", config.uld_model_dir)
     except ModelFileError as error:
         logger.warning("universal lesion detection not run: %s", error)
-        return [], f"{NOT_RUN} (no ULD model: {error})", []
+        return [], f"{NOT_RUN} (no ULD model: {error})", [], "cpu"
     device = torch_device(config)
     settings = uld.settings()
     lesions = uld.detect_lesions(volume, lung_mask, exclude_findings=nodules, settings=settings, device=device)
     c = uld.config
     stage = (f"MP3D-style 2.5-D RetinaNet ({c.n_slices} slices at {c.slice_spacing_mm} mm, {c.pixel_spacing_mm} mm "
              f"pixels), {device} (operating point: score >= {settings.min_score:.3f})")
-    return lesions, stage, [uld.model_info()]
+    return lesions, stage, [uld.model_info()], device
 
 
 def analyze_volume(
@@ -179,6 +181,7 @@ def analyze_volume(
         stages.update(detection.stages)
         stages["detection"] += f" (operating point: score >= {threshold:.3f})"
         models += detection.models
+        devices = [detection.device]
         logger.info("%d candidates", len(candidates))
     with tracker("segmentation"):
         masks = [_segment_candidate(lps_volume, c, lung_mask) for c in candidates]
@@ -195,7 +198,9 @@ def analyze_volume(
     lesions: list[Finding] = []
     if config.uld:
         with tracker("uld"):
-            lesions, stages["uld"], uld_models = _universal_lesions(lps_volume, lung_mask, findings, config)
+            lesions, stages["uld"], uld_models, uld_device = _universal_lesions(lps_volume, lung_mask, findings,
+                                                                                config)
+        devices.append(uld_device)
         models += uld_models
     findings = [_mask_to_input_grid(f, permutation, volume.shape_zyx) for f in findings]
 
@@ -204,7 +209,7 @@ def analyze_volume(
         findings=_renumber(findings) + lesions,
         stages=stages,
         timings_s=tracker.timings_s,
-        device="cpu",
+        device="cuda" if "cuda" in devices else "cpu",  # the grader and FP reduction run on the CPU
         version=__version__,
         models=models,
         warnings=warnings,

@@ -50,14 +50,16 @@ class NoduleDetectionSettings(Protocol):
 @dataclass(frozen=True)
 class DetectionResult:
     """What a detector or the FP reduction returns: candidates (best first), the Report.stages texts it sets, the
-    models it used, the operating point that applies when ``PipelineConfig.min_score`` is None, and the learned
-    detector's grid (reused by the FP reduction when its spacing matches; None otherwise)."""
+    models it used, the operating point that applies when ``PipelineConfig.min_score`` is None, the learned
+    detector's grid (reused by the FP reduction when its spacing matches; None otherwise) and the torch device the
+    learned detector ran on ("cpu" when only classical methods ran)."""
 
     candidates: list[Candidate]
     stages: dict[str, str]
     models: list[dict[str, str]] = field(default_factory=list)
     default_min_score: float = 0.0
     grid: Optional["DetectionGrid"] = None
+    device: str = "cpu"
 
 
 def _classical_detector(volume: Volume, lung_mask: np.ndarray, config: "NoduleDetectionSettings") -> DetectionResult:
@@ -81,7 +83,7 @@ def _learned_detector(volume: Volume, lung_mask: np.ndarray, config: "NoduleDete
     candidates = [] if grid is None else boxes_to_candidates(volume, grid, boxes, scores, lung_mask)
     stage = f"RetinaNet 3-D (MONAI) on a {detector.config.spacing_mm} mm grid, {device}"
     return DetectionResult(candidates, {"detection": stage}, [detector.model_info()], detector.default_min_score,
-                           grid)
+                           grid, device)
 
 
 def _reduce_false_positives(volume: Volume, lung_mask: np.ndarray, detection: DetectionResult,
@@ -115,7 +117,8 @@ def _reduce_false_positives(volume: Volume, lung_mask: np.ndarray, detection: De
             key=lambda c: -c.score)
     stage = f"decoupled 3-D CNN classifier on {reducer.grid_spacing_mm} mm crops (NoduleNet-style)"
     return DetectionResult(candidates, {**detection.stages, "fp_reduction": stage},
-                           detection.models + [reducer.model_info()], reducer.default_min_score, detection.grid)
+                           detection.models + [reducer.model_info()], reducer.default_min_score, detection.grid,
+                           detection.device)
 
 
 def torch_device(config: "NoduleDetectionSettings") -> str:
