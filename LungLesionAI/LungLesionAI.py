@@ -55,7 +55,9 @@ DEVICE_LABELS = ("Auto (GPU when available)", "CPU", "GPU (CUDA)")
 STAGES = ("detection", "fp_reduction", "segmentation", "grading", "lesions")
 DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading")
 #: Default operating point: the FP-reduction model's (models/fpr/config.json "operating_point", chosen on the
-#: composite validation set: at most 1 false positive per scan); 0 keeps every candidate. See README.
+#: composite validation set); 0 keeps every candidate. See README. While the slider stays at this value the panel
+#: sends no operating point, so the model default of the stages that run applies (the FP reduction's, or without
+#: it the learned detector's own).
 DEFAULT_MIN_SCORE = 0.55
 STAGE_TITLES = {
     "lung_mask": _("Finding the lungs"),
@@ -99,6 +101,12 @@ class LungLesionAI(ScriptedLoadableModule):
             "38(2):915-931, 2011, doi:10.1118/1.3528204; hosted by The Cancer Imaging Archive (Clark K et al., "
             "J Digit Imaging 26:1045-1057, 2013, doi:10.1007/s10278-013-9622-7), licensed CC BY 3.0."
         )
+
+
+def chosenOperatingPoint(sliderValue: float) -> float | None:
+    """The operating point the panel sends: None while the slider stays at :data:`DEFAULT_MIN_SCORE` (the models'
+    own default then applies, also with FP reduction off), else the value the user chose."""
+    return None if abs(float(sliderValue) - DEFAULT_MIN_SCORE) < 1e-9 else float(sliderValue)
 
 
 def importLungLesionAI():
@@ -268,7 +276,8 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("The analysis could not start."), waitCursor=True):
             ensurePythonRequirements()
             self._job = self.logic.startAnalysis(
-                params.inputVolume, stages=self._stages(), device=params.device, minScore=params.minScore
+                params.inputVolume, stages=self._stages(), device=params.device,
+                minScore=chosenOperatingPoint(params.minScore),
             )
             self.ui.statusLabel.text = _("Starting…")
             self._timer.start()
@@ -447,7 +456,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         return ""
 
     def startAnalysis(self, inputVolumeNode, stages: Iterable = DEFAULT_STAGES, device: str = "auto",
-                      minScore: float = DEFAULT_MIN_SCORE) -> AnalysisJob:
+                      minScore: float | None = None) -> AnalysisJob:
         """Start analysing a CT volume node in a background process; returns at once.
 
         The volume's voxels and geometry (world LPS) are written to a temporary NRRD that ``lunglesionai analyze``
@@ -457,7 +466,8 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             inputVolumeNode: vtkMRMLScalarVolumeNode in HU.
             stages: names from :data:`STAGES`; "detection" is required.
             device: one of :data:`DEVICES`.
-            minScore: operating point in [0, 1] (lowest detection score kept).
+            minScore: operating point in [0, 1] (lowest detection score kept); None: the default of the models
+                that run (``lunglesionai analyze`` without ``--min-score``).
 
         Raises:
             ValueError: missing input, unusable stages, device or operating point.
@@ -470,7 +480,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             raise ValueError(problem)
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-        if not 0.0 <= float(minScore) <= 1.0:
+        if minScore is not None and not 0.0 <= float(minScore) <= 1.0:
             raise ValueError(f"minScore must be in [0, 1], got {minScore}")
         importLungLesionAI()
         from lunglesionai.mrml import scene as mrml
@@ -487,7 +497,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
                 inputPath,
                 outputDir,
                 python=self.pythonExecutable(),
-                min_score=float(minScore),
+                min_score=None if minScore is None else float(minScore),
                 fp_reduction="fp_reduction" in stages,
                 grading="grading" in stages,
                 lesions="lesions" in stages,
@@ -538,7 +548,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         shutil.rmtree(job.tempDir, ignore_errors=True)
 
     def process(self, inputVolumeNode, stages: Iterable = DEFAULT_STAGES, device: str = "auto",
-                minScore: float = DEFAULT_MIN_SCORE, progressCallback: Callable[[str, float], None] | None = None,
+                minScore: float | None = None, progressCallback: Callable[[str, float], None] | None = None,
                 timeoutSeconds: float | None = None) -> LungLesionAIResult:
         """Analyse a CT volume node and add the results to its scene; blocks until done (for scripts and tests).
 
@@ -548,7 +558,8 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             inputVolumeNode: vtkMRMLScalarVolumeNode in HU.
             stages: names from :data:`STAGES` ("detection" required; default: all nodule stages).
             device: "auto", "cpu" or "cuda".
-            minScore: operating point in [0, 1] (default 0.55, see :data:`DEFAULT_MIN_SCORE`; 0 keeps every candidate).
+            minScore: operating point in [0, 1] (0 keeps every candidate); None (default): the models' own default
+                (0.55 with FP reduction, see :data:`DEFAULT_MIN_SCORE`).
             progressCallback: ``callback(stage, fraction)`` while it runs.
             timeoutSeconds: cancel and raise TimeoutError after this long.
 

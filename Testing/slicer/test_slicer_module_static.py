@@ -347,3 +347,20 @@ def test_install_helpers_live_in_the_module_lib(module_ast):
     imported = {(n.module, a.name) for n in module_ast.body if isinstance(n, ast.ImportFrom) for a in n.names}
     assert ("LungLesionAILib.install", "ensurePythonRequirements") in imported
     assert "spec_from_file_location" not in MODULE_FILE.read_text(encoding="utf-8")  # a plain import of the package
+
+
+def test_panel_sends_no_operating_point_unless_the_user_moved_the_slider(module_ast):
+    """At the default the CLI's model default applies (FP reduction on or off); a moved slider is sent as is."""
+    functions = {n.name: n for n in module_ast.body if isinstance(n, ast.FunctionDef)}
+    namespace = {"DEFAULT_MIN_SCORE": 0.55}
+    exec(compile(ast.Module([functions["chosenOperatingPoint"]], []), "LungLesionAI.py", "exec"), namespace)
+    chosen = namespace["chosenOperatingPoint"]
+    assert chosen(0.55) is None and chosen(0.0) == 0.0 and chosen(0.7) == 0.7
+    widget = _classes(module_ast)["LungLesionAIWidget"]
+    calls = [ast.unparse(k.value) for n in ast.walk(widget) if isinstance(n, ast.Call)
+             for k in n.keywords if k.arg == "minScore"]
+    assert calls == ["chosenOperatingPoint(params.minScore)"]
+    logic = _classes(module_ast)["LungLesionAILogic"]
+    defaults = {f.name: ast.unparse(f.args.defaults[f.args.args.index(a) - len(f.args.args) + len(f.args.defaults)])
+                for f in logic.body if isinstance(f, ast.FunctionDef) for a in f.args.args if a.arg == "minScore"}
+    assert defaults == {"startAnalysis": "None", "process": "None"}
