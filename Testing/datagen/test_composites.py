@@ -12,16 +12,8 @@ from scipy import ndimage
 from conftest import shared_path
 from lunglesionai.app.data_commands import add_make_composites_parser
 from lunglesionai.core.volume import Volume
-from lunglesionai.datagen.composites import (
-    COMPOSITES_SCHEMA_ID,
-    Composite,
-    CompositeConfig,
-    NoduleSource,
-    compose,
-    phantom_host,
-    real_host,
-    write_composite_set,
-)
+from lunglesionai.datagen.composite_sets import COMPOSITES_SCHEMA_ID, phantom_host, real_host, write_composite_set
+from lunglesionai.datagen.composites import Composite, CompositeConfig, NoduleSource, compose
 from lunglesionai.datasets.lidc import load_voi, read_nodule_table
 from lunglesionai.datasets.luna16 import read_annotations, read_seriesuids
 

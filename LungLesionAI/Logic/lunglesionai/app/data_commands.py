@@ -4,13 +4,8 @@
 
 from __future__ import annotations
 
-from lunglesionai.datagen.composites import (
-    HOST_KINDS,
-    CompositeConfig,
-    NoduleSource,
-    build_composite_set,
-    write_composite_set,
-)
+from lunglesionai.datagen.composite_sets import HOST_KINDS, build_composite_set, write_composite_set
+from lunglesionai.datagen.composites import CompositeConfig, NoduleSource
 
 __all__ = ["add_make_composites_parser", "fill_make_composites_parser", "run_make_composites"]
 

@@ -247,7 +247,7 @@ def build_case(case_id: str, kind: str, seed: np.random.SeedSequence, config: UL
 def _host(kind: str, rng: np.random.Generator, config: ULDDataConfig, data_ct, hosts: dict):
     """(LPS-ordered volume, lung mask, phantom truth, phantom masks, regions) of a host."""
     from lunglesionai.core.orientation import reorient_to_lps
-    from lunglesionai.datagen.composites import _phantom_host_retrying, real_host
+    from lunglesionai.datagen.composite_sets import _phantom_host_retrying, real_host
     from lunglesionai.datagen.lesion_regions import anatomy_regions
 
     if kind == "phantom":

@@ -27,7 +27,8 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from lunglesionai.datagen.composites import Composite, CompositeConfig, NoduleSource, build_composite_set
+from lunglesionai.datagen.composite_sets import build_composite_set
+from lunglesionai.datagen.composites import Composite, CompositeConfig, NoduleSource
 from lunglesionai.nets.model_store import save_model
 from lunglesionai.nets.retina_unet import DetectorConfig, build_detector
 from lunglesionai.stages.lung_mask import segment_lungs
