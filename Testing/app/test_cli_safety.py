@@ -321,3 +321,16 @@ def test_no_lung_is_never_reported_as_no_findings(tmp_path, capsys):
 def test_thick_slice_ct_in_shared_data_still_loads(shared_data):
     volume = load_volume(shared_data / "ct" / "chest_ct_lowres.nrrd")
     assert volume.spacing_mm[2] > 3.0
+
+
+def test_fifo_as_input_is_refused_at_once(tmp_path):
+    """Opening a FIFO blocks until a writer appears: the program must refuse it from its file type (a subprocess
+    with a timeout, so a regression fails instead of hanging the suite)."""
+    fifo = tmp_path / "ct.nii.gz"
+    os.mkfifo(fifo)
+    result = subprocess.run([sys.executable, "-m", "lunglesionai", "analyze", str(fifo), "-o", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_BAD_INPUT
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"lunglesionai: error: {fifo}: a FIFO (named pipe), not a CT file or folder"]
+    assert not (tmp_path / "out").exists()

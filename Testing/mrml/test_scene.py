@@ -101,6 +101,39 @@ def test_volume_under_linear_transform_is_in_world_lps(scene):
     np.testing.assert_allclose(back.origin_lps_mm, np.add(ORIGIN_LPS_MM, (-10.0, 0.0, 0.0)), atol=1e-9)
 
 
+def test_ijk_to_lps_agrees_for_volume_input_info_seg_nrrd_and_mrml_on_an_oblique_grid(scene, tmp_path):
+    import slicerio
+
+    from lunglesionai.core.volume import ijk_to_lps_matrix
+    from lunglesionai.io.outputs import NODULES_SEGMENTATION, write_outputs
+
+    a, b = np.deg2rad(30.0), np.deg2rad(20.0)
+    about_s = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    about_l = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(b), -np.sin(b)], [0.0, np.sin(b), np.cos(b)]])
+    direction = tuple((about_s @ about_l @ np.diag([1.0, 1.0, -1.0])).ravel())  # oblique, left-handed
+    volume = replace(_ct_volume(), direction=direction)
+    info = InputInfo.from_volume(volume)
+    # written out here: voxel (i, j, k) lies at origin + direction @ (spacing * ijk)
+    expected = np.eye(4)
+    expected[:3, :3] = np.reshape(direction, (3, 3)) @ np.diag(SPACING_MM)
+    expected[:3, 3] = ORIGIN_LPS_MM
+
+    np.testing.assert_allclose(volume.ijk_to_lps_matrix, expected, atol=1e-12)
+    np.testing.assert_allclose(ijk_to_lps_matrix(info.spacing_mm, info.origin_lps_mm, info.direction), expected,
+                               atol=1e-12)
+    paths = write_outputs(Report(info), tmp_path / "out")
+    seg = slicerio.read_segmentation(str(tmp_path / "out" / NODULES_SEGMENTATION))
+    assert paths and seg["voxels"].shape == volume.shape_zyx[::-1]
+    np.testing.assert_allclose(seg["ijkToLPS"], expected, atol=1e-9)
+    node = mrml.volume_node_from_volume(scene, volume, "CT")
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    from_node = np.array([[ijk_to_ras.GetElement(r, c) for c in range(4)] for r in range(4)])
+    np.testing.assert_allclose(from_node, np.diag([-1.0, -1.0, 1.0, 1.0]) @ expected, atol=1e-9)
+    np.testing.assert_allclose(mrml.ijk_to_ras_matrix(info), from_node, atol=1e-12)
+    np.testing.assert_allclose(mrml.volume_from_volume_node(node).ijk_to_lps_matrix, expected, atol=1e-9)
+
+
 def test_volume_from_volume_node_rejects_bad_nodes(scene):
     with pytest.raises(ValueError):
         mrml.volume_from_volume_node(None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -60,15 +59,16 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     out = check_output_folder(args.output, overwrite=args.overwrite, inputs=[args.input])
-    from lunglesionai.app.progress import progress_reporter
     from lunglesionai.io.ct_files import load_volume
+
+    volume = load_volume(args.input, series_uid=args.series_uid, max_memory_gb=args.max_memory_gb)
+    from lunglesionai.app.progress import progress_reporter  # the pipeline (torch, MONAI) only for a usable CT
     from lunglesionai.io.dicom_description import describe_dicom_input
     from lunglesionai.io.outputs import write_outputs
     from lunglesionai.pipeline import PipelineConfig, analyze_volume
 
     config = PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr,
                             grade=not args.no_grading, device=args.device, uld=args.uld)
-    volume = load_volume(args.input, series_uid=args.series_uid, max_memory_gb=args.max_memory_gb)
     bar, update = progress_reporter(args.progress)
     with bar:
         report = analyze_volume(volume, config, progress=update)
@@ -98,7 +98,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     """``lunglesionai bench``: per-stage timings and peak memory on a 512×512×300 phantom."""
     from lunglesionai.app.bench import BenchConfig, format_benchmark, run_benchmark
-    from lunglesionai.core.output_folder import check_output_file
+    from lunglesionai.core.output_folder import check_output_file, write_json_atomic
 
     if args.json:
         check_output_file(args.json)
@@ -106,13 +106,14 @@ def run_bench(args: argparse.Namespace) -> int:
     result = run_benchmark(config)
     print(format_benchmark(result))
     if args.json:
-        _write_json_atomic(Path(args.json), result)
+        write_json_atomic(args.json, result, trailing_newline=False)
     return 0
 
 
 def run_evaluate_phantom(args: argparse.Namespace) -> int:
     """``lunglesionai evaluate phantom``: sensitivity / FPs per scan on phantoms at several operating points."""
-    from lunglesionai.core.output_folder import check_output_file
+    from lunglesionai.core.findings import to_jsonable
+    from lunglesionai.core.output_folder import check_output_file, write_json_atomic
     from lunglesionai.evaluation.phantom_protocol import (
         PhantomEvaluationConfig,
         evaluate_phantoms,
@@ -125,14 +126,9 @@ def run_evaluate_phantom(args: argparse.Namespace) -> int:
     metrics = evaluate_phantoms(config)
     print(format_phantom_metrics(metrics))
     if args.out:
-        _write_json_atomic(Path(args.out), metrics)
+        # A sensitivity undefined on a set without nodules (NaN) is written as null: JSON has no NaN.
+        write_json_atomic(args.out, to_jsonable(metrics, nan_as_none=True), trailing_newline=False)
     return 0
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(path)
 
 
 def _print_findings(report) -> None:

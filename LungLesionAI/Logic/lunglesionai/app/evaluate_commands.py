@@ -7,11 +7,9 @@ Each ``run_*`` parses nothing itself: it takes the parsed arguments, calls one p
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import secrets
 from pathlib import Path
 
+from lunglesionai.core.output_folder import write_json_atomic
 from lunglesionai.evaluation.deeplesion_protocol import evaluate_deeplesion
 from lunglesionai.evaluation.lidc_voi_protocol import SUMMARY_KEYS, evaluate_lidc_voi
 from lunglesionai.evaluation.luna16_protocol import DEFAULT_BOOTSTRAP, evaluate_detection
@@ -71,21 +69,12 @@ def run_evaluate_detection(args: argparse.Namespace) -> int:
         save_predictions_csv=args.save_predictions,
         n_bootstrap=args.bootstrap,
     )
-    _write_json_atomic(out, metrics)
+    write_json_atomic(out, metrics, trailing_newline=False)
     froc = "  ".join(f"{k}: {v:.3f}" for k, v in metrics["froc"].items())
     print(f"{metrics['n_scans']} scans, {metrics['n_nodules']} nodules; sensitivity at FPs/scan {froc}")
     print(f"CPM {metrics['cpm']:.3f}" + (f" (95% CI {metrics['cpm_ci95'][0]:.3f}-{metrics['cpm_ci95'][1]:.3f})"
                                          if "cpm_ci95" in metrics else "") + f"; wrote {out}")
     return 0
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def add_evaluate_lidc_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -116,9 +105,7 @@ def run_evaluate_lidc(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     metrics = evaluate_lidc_voi(args.data, args.split, args.model, classical=not args.no_classical)
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    write_json_atomic(out, metrics)
     for key in SUMMARY_KEYS:
         value = metrics.get(key)
         print(f"{key:32s} {value:.4f}" if isinstance(value, float) else f"{key:32s} {value}")
@@ -152,10 +139,7 @@ def run_evaluate_uld(args: argparse.Namespace) -> int:
     model = UniversalLesionDetector.load(args.model)
     metrics = evaluate_deeplesion(model, args.data, args.info, split=args.split, limit=args.limit)
     metrics["model"] = model.model_info()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(to_jsonable(metrics, nan_as_none=True), indent=2, allow_nan=False) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, out)
+    write_json_atomic(out, to_jsonable(metrics, nan_as_none=True))
     sens = ", ".join(f"{k} FP: {v:.3f}" for k, v in metrics["sensitivity_at_fp"].items())
     print(f"{metrics['n_images']} images, {metrics['n_lesions']} lesions; sensitivity {sens}; "
           f"mean {metrics['mean_sensitivity']:.3f}")

@@ -10,6 +10,11 @@ current folder, one of its parents, the input or a parent of the input, ``/`` or
 :func:`check_output_folder` and :func:`check_output_file` make every check that can fail before the work starts
 (exists, is a file, not writable, read-only file system), so a long analysis never ends in a write error.
 
+Single files are written with :func:`write_file_atomic` (any writer: SimpleITK, torch, numpy, CSV, HTML) or
+:func:`write_json_atomic` (the one JSON writer: NaN refused): the file is written under a hidden temporary name in
+the target's folder and renamed onto the target only when complete, so a reader never sees half a file and a
+failed or interrupted write leaves the target as it was and no temporary file behind.
+
 Example:
     >>> out = check_output_folder("result", overwrite=False, inputs=["ct.nii.gz"])  # doctest: +SKIP
     >>> with atomic_output_folder(out, overwrite=False, command="analyze") as staging:  # doctest: +SKIP
@@ -24,8 +29,9 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from lunglesionai.core.ct_checks import sanitize_text
 
@@ -39,12 +45,16 @@ __all__ = [
     "check_output_folder",
     "read_manifest",
     "record_in_manifest",
+    "write_file_atomic",
+    "write_json_atomic",
 ]
 
 MANIFEST_NAME = ".lunglesionai-manifest.json"
 """The manifest file inside every output folder: ``{"schema", "command", "files": [relative POSIX paths]}``."""
 MANIFEST_SCHEMA_ID = "lunglesionai-manifest/1"
 _STAGING_SUFFIX = ".partial"
+_COMPRESSION_SUFFIXES = frozenset({".gz", ".bz2", ".xz", ".zst"})
+"""A compression suffix is kept together with the suffix before it (``.nii.gz``) in temporary file names."""
 
 
 class OutputPathError(ValueError):
@@ -150,11 +160,87 @@ def record_in_manifest(folder: str | os.PathLike, names: Iterable[str], *, comma
     _write_manifest(folder, command, listed | {Path(n).as_posix() for n in names})
 
 
+def write_file_atomic(path: str | os.PathLike, writer: Callable[[Path], Any], *, suffix: str | None = None) -> Path:
+    """Write one file atomically: ``writer(tmp)`` writes a hidden temporary file in the target's folder, which is
+    then renamed onto ``path`` (``os.replace``).
+
+    The temporary name is ``.<name without suffix>.<random>.tmp<suffix>``: it keeps the target's suffix, so
+    writers that choose the format by the extension (SimpleITK, ``numpy.savez``) write the right format. On any
+    error or interruption (KeyboardInterrupt, SIGTERM turned into an exception) the temporary file is removed
+    and an existing ``path`` is left as it was; it is replaced only when ``writer`` returned.
+
+    Args:
+        path: the target file; its folder must exist.
+        writer: called with the temporary path (a :class:`~pathlib.Path`); must create that file. Its return
+            value is ignored.
+        suffix: the suffix to keep (e.g. ``".nii.gz"`` for a name with more dots); default: the last suffix of
+            ``path``, with the one before it when the last is a compression suffix (``.gz``, ``.bz2``, ``.xz``,
+            ``.zst``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileNotFoundError: the folder of ``path`` does not exist, or ``writer`` did not create the temporary file.
+        ValueError: ``suffix`` is not a suffix of the name of ``path``.
+        OSError: the rename failed (e.g. ``path`` is a folder).
+        Exception: whatever ``writer`` raised (the temporary file is removed first).
+
+    Example:
+        >>> write_file_atomic("notes.txt", lambda tmp: tmp.write_text("done\\n"))  # doctest: +SKIP
+        PosixPath('notes.txt')
+    """
+    target = Path(path)
+    name = target.name
+    if suffix is None:
+        suffix = target.suffix
+        if suffix in _COMPRESSION_SUFFIXES:
+            suffix = Path(target.stem).suffix + suffix
+    if not name.endswith(suffix) or len(suffix) >= len(name):
+        raise ValueError(f"{target}: {suffix!r} is not a suffix of the file name")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"{target}: folder {target.parent} does not exist")
+    tmp = target.with_name(f".{name[: len(name) - len(suffix)]}.{secrets.token_hex(6)}.tmp{suffix}")
+    try:
+        writer(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None = 2,
+                      trailing_newline: bool = True) -> Path:
+    """Write ``data`` as UTF-8 JSON to ``path`` atomically (:func:`write_file_atomic`); NaN and infinities are
+    refused (``allow_nan=False``), so every file written is standard JSON.
+
+    A caller that wants undefined values as ``null`` converts first:
+    ``write_json_atomic(path, to_jsonable(data, nan_as_none=True))`` (:func:`lunglesionai.core.findings.to_jsonable`,
+    which also turns numpy values into plain ones).
+
+    Args:
+        path: the target file; its folder must exist.
+        data: plain JSON types (dict, list, str, int, finite float, bool, None).
+        indent: ``json.dumps`` indentation (None: one line).
+        trailing_newline: end the file with a newline.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: ``data`` holds a NaN or an infinite float (nothing is written; an existing file stays).
+        TypeError: ``data`` holds a value JSON cannot represent (e.g. a numpy array).
+        FileNotFoundError: the folder of ``path`` does not exist.
+        OSError: as :func:`write_file_atomic`.
+    """
+    text = json.dumps(data, indent=indent, allow_nan=False) + ("\n" if trailing_newline else "")
+    return write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def _write_manifest(folder: Path, command: str, files: Iterable[str]) -> None:
     document = {"schema": MANIFEST_SCHEMA_ID, "command": command, "files": sorted(set(files) - {MANIFEST_NAME})}
-    tmp = folder / f".{MANIFEST_NAME}.{secrets.token_hex(4)}.tmp"
-    tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST_NAME)
+    write_json_atomic(folder / MANIFEST_NAME, document, indent=1)
 
 
 def _relative_files(folder: Path) -> list[str]:

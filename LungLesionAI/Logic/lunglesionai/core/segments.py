@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lunglesionai.core.findings import Finding, FindingMask, InputInfo
+from lunglesionai.core.volume import ijk_to_lps_matrix
 
 __all__ = [
     "FINDING_ID_TAG",
@@ -129,12 +130,10 @@ def ijk_to_ras_matrix(info: InputInfo) -> np.ndarray:
         info: the analysed volume's geometry (spacing (x, y, z) mm, origin LPS mm, direction row-major).
 
     Returns:
-        (4, 4) float array, Slicer's IJKToRAS convention.
+        (4, 4) float array, Slicer's IJKToRAS convention: ``diag(-1, -1, 1, 1) @`` the IJK→LPS matrix of
+        :func:`lunglesionai.core.volume.ijk_to_lps_matrix`.
     """
-    ijk_to_lps = np.eye(4)
-    ijk_to_lps[:3, :3] = np.asarray(info.direction, dtype=float).reshape(3, 3) * np.asarray(info.spacing_mm)[None, :]
-    ijk_to_lps[:3, 3] = info.origin_lps_mm
-    return _LPS_TO_RAS_4 @ ijk_to_lps
+    return _LPS_TO_RAS_4 @ ijk_to_lps_matrix(info.spacing_mm, info.origin_lps_mm, info.direction)
 
 
 def reference_image_geometry_string(info: InputInfo) -> str:

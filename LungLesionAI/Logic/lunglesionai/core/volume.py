@@ -11,11 +11,39 @@ Conventions used everywhere in :mod:`lunglesionai`:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "ijk_to_lps_matrix"]
+
+
+def ijk_to_lps_matrix(spacing_mm: Sequence[float], origin_lps_mm: Sequence[float],
+                      direction: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The 4×4 homogeneous matrix mapping voxel indices (i, j, k, 1) to LPS mm: ``direction @ diag(spacing)``
+    then ``origin``; the one place this matrix is computed (:attr:`Volume.ijk_to_lps_matrix`, the ``ijkToLPS`` of
+    the seg.nrrd files, Slicer's IJKToRAS via :func:`lunglesionai.core.segments.ijk_to_ras_matrix`).
+
+    Args:
+        spacing_mm: voxel size (x, y, z) in mm.
+        origin_lps_mm: LPS position (x, y, z) in mm of voxel (0, 0, 0)'s centre.
+        direction: 3×3 direction cosines (row-major, 9 numbers or a 3×3 array); column n is axis n in LPS.
+
+    Returns:
+        (4, 4) float array.
+
+    Raises:
+        ValueError: ``direction`` does not hold 9 numbers, or ``spacing_mm`` / ``origin_lps_mm`` not 3.
+
+    Example:
+        >>> ijk_to_lps_matrix((0.5, 0.5, 2.0), (10.0, 20.0, 30.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)) @ [2, 0, 1, 1]
+        array([11., 20., 32.,  1.])
+    """
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(direction, dtype=float).reshape(3, 3) * np.asarray(spacing_mm, dtype=float)[None, :]
+    matrix[:3, 3] = origin_lps_mm
+    return matrix
 
 
 @dataclass(frozen=True)
@@ -60,7 +88,7 @@ class Volume:
         object.__setattr__(self, "spacing_mm", spacing)
         object.__setattr__(self, "origin_lps_mm", origin)
         object.__setattr__(self, "direction", tuple(direction.tolist()))
-        object.__setattr__(self, "_matrix", direction.reshape(3, 3) * np.asarray(spacing)[None, :])
+        object.__setattr__(self, "_matrix", ijk_to_lps_matrix(spacing, origin, direction)[:3, :3].copy())
 
     @property
     def shape_zyx(self) -> tuple[int, int, int]:
@@ -74,11 +102,8 @@ class Volume:
 
     @property
     def ijk_to_lps_matrix(self) -> np.ndarray:
-        """4×4 homogeneous matrix mapping (i, j, k, 1) voxel indices to LPS mm."""
-        m = np.eye(4)
-        m[:3, :3] = self._matrix
-        m[:3, 3] = self.origin_lps_mm
-        return m
+        """4×4 homogeneous matrix mapping (i, j, k, 1) voxel indices to LPS mm (:func:`ijk_to_lps_matrix`)."""
+        return ijk_to_lps_matrix(self.spacing_mm, self.origin_lps_mm, self.direction)
 
     def ijk_to_lps(self, ijk: np.ndarray) -> np.ndarray:
         """Map (N, 3) voxel indices (i, j, k), fractional allowed, to (N, 3) LPS points in mm."""

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lunglesionai.core.output_folder import write_file_atomic, write_json_atomic
 from lunglesionai.core.volume import Volume
 from lunglesionai.nets.mp3d import ULDConfig
 from lunglesionai.stages.universal_lesions.grid import SliceGrid, label_grid, mask_boxes_per_slice, slice_grid
@@ -313,16 +314,12 @@ def _cache_path(cache_dir, case_id: str, config: ULDDataConfig) -> Path | None:
 
 def _write_case(path: Path, case: ULDCase) -> None:
     """Write the grid (.npz) and the lesions (.json), each atomically; the JSON last (it marks completeness)."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, hu=case.grid.hu, origin=case.grid.origin_lps_mm, spacing=case.grid.spacing_mm,
-                        touched=case.touched)
-    os.replace(tmp, path)
+    write_file_atomic(path, lambda tmp: np.savez_compressed(
+        tmp, hu=case.grid.hu, origin=case.grid.origin_lps_mm, spacing=case.grid.spacing_mm, touched=case.touched))
     meta = {"case_id": case.case_id, "host": case.host, "lesions": [
         {**{k: v for k, v in asdict(les).items() if k != "boxes"},
          "boxes": {str(k): [float(v) for v in b] for k, b in les.boxes.items()}} for les in case.lesions]}
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.json")
-    tmp.write_text(json.dumps(meta), encoding="utf-8")
-    os.replace(tmp, path.with_suffix(".json"))
+    write_json_atomic(path.with_suffix(".json"), meta, indent=None, trailing_newline=False)
 
 
 def _read_case(path: Path) -> ULDCase:

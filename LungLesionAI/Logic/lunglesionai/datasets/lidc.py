@@ -44,9 +44,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from lunglesionai.core.hu_windows import NODULE_WINDOW_HU, window_hu
+from lunglesionai.core.output_folder import write_file_atomic
 from lunglesionai.core.sitk_bridge import volume_from_sitk
 from lunglesionai.core.vocabulary import INVASIVENESS_CLASSES, TEXTURE_CLASSES
-from lunglesionai.core.volume import Volume
+from lunglesionai.core.volume import Volume, ijk_to_lps_matrix
 from lunglesionai.datasets.tables import finite_number
 
 __all__ = [
@@ -389,8 +390,8 @@ def crop_to_volume(crop: np.ndarray, geometry: CropGeometry, volume: Volume) -> 
 def _covering_box(volume: Volume, geometry: CropGeometry, margin: int) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi) (k, j, i) index box of volume voxels under the crop cube, clipped to the volume."""
     corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], float) * (geometry.size - 1)
-    matrix = np.asarray(geometry.direction).reshape(3, 3) * geometry.spacing_mm
-    lps = corners @ matrix.T + np.asarray(geometry.origin_lps_mm)
+    matrix = ijk_to_lps_matrix((geometry.spacing_mm,) * 3, geometry.origin_lps_mm, geometry.direction)
+    lps = corners @ matrix[:3, :3].T + matrix[:3, 3]
     kji = volume.lps_to_kji(lps)
     lo = np.maximum(np.floor(kji.min(axis=0)).astype(int) - margin, 0)
     hi = np.minimum(np.ceil(kji.max(axis=0)).astype(int) + 1 + margin, volume.shape_zyx)
@@ -553,9 +554,8 @@ def build_crop_set(
     )
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **{k: v for k, v in crops.__dict__.items() if k != "files"}, files=np.array(crops.files))
-        os.replace(tmp, cache_path)
+        arrays = {k: v for k, v in crops.__dict__.items() if k != "files"}
+        write_file_atomic(cache_path, lambda tmp: np.savez(tmp, **arrays, files=np.array(crops.files)))
     return crops
 
 

@@ -30,12 +30,12 @@ import csv
 import logging
 import math
 import os
-import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lunglesionai.core.output_folder import write_file_atomic
 from lunglesionai.datasets.tables import finite_number
 
 __all__ = [
@@ -219,15 +219,14 @@ def write_luna16_csv(
         if not all(math.isfinite(v) for v in numbers):
             raise ValueError(f"row {n}: non-finite value in {row}")
         lines.append([str(row[0])] + [repr(v) for v in numbers])
-    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp")
-    try:
+
+    def write_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)
             writer.writerows(lines)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_file_atomic(p, write_csv)
     return p
 
 

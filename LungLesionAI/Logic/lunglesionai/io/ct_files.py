@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from lunglesionai.core.ct_checks import (  # noqa: F401  (ORTHONORMAL_TOL re-exp
     check_spacing,
     sanitize_text,
 )
+from lunglesionai.core.output_folder import write_file_atomic
 from lunglesionai.core.sitk_bridge import volume_from_sitk, volume_to_sitk
 from lunglesionai.core.volume import Volume
 from lunglesionai.io.dicom_series import (  # noqa: F401  (constants re-exported for callers of lunglesionai.io.ct_files)
@@ -143,7 +143,8 @@ def save_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tru
     """Write a Volume to NIfTI / NRRD / MetaImage through SimpleITK, geometry preserved, atomically.
 
     The file is written to a hidden temporary file in the same folder, then renamed onto ``path``
-    (``os.replace``), so readers never see a partial file and a failed write leaves nothing behind.
+    (:func:`lunglesionai.core.output_folder.write_file_atomic`), so readers never see a partial file and a failed
+    write leaves nothing behind.
 
     Args:
         volume: the volume; ``hu`` dtype is kept (int16 stays int16).
@@ -163,12 +164,9 @@ def save_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tru
         raise ValueError(f"{p}: cannot save here; use one of {', '.join(SAVE_SUFFIXES)}")
     if not p.parent.is_dir():
         raise FileNotFoundError(f"{p}: folder {p.parent} does not exist")
-    tmp = p.with_name(f".{p.name[: -len(suffix)]}.{secrets.token_hex(6)}.tmp{suffix}")
-    try:
-        sitk.WriteImage(volume_to_sitk(volume), str(tmp), compress or suffix == ".nii.gz")
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    image = volume_to_sitk(volume)
+    write_file_atomic(p, lambda tmp: sitk.WriteImage(image, str(tmp), compress or suffix == ".nii.gz"),
+                      suffix=suffix)
     return p
 
 

@@ -19,7 +19,6 @@ temporary folder, and ``overwrite`` never replaces a folder holding files lungle
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -29,14 +28,14 @@ from typing import Any
 import numpy as np
 
 from lunglesionai.core.findings import Finding, FindingMask, InputInfo, Report, validate_report_dict
-from lunglesionai.core.output_folder import atomic_output_folder, check_output_folder
+from lunglesionai.core.output_folder import atomic_output_folder, check_output_folder, write_json_atomic
 from lunglesionai.core.segments import (
     FINDING_ID_TAG,
     mask_crop_in_grid,
     reference_image_geometry_string,
     segment_styles,
 )
-from lunglesionai.core.volume import Volume
+from lunglesionai.core.volume import Volume, ijk_to_lps_matrix
 
 __all__ = [
     "MARKUPS_SCHEMA_URL",
@@ -135,7 +134,7 @@ def segmentation_dict(findings: list[Finding], info: InputInfo) -> dict[str, Any
     voxels = layers[0].T if len(layers) == 1 else np.stack(layers).transpose(0, 3, 2, 1)
     return {
         "voxels": voxels,
-        "ijkToLPS": _ijk_to_lps_matrix(info),
+        "ijkToLPS": ijk_to_lps_matrix(info.spacing_mm, info.origin_lps_mm, info.direction),
         "containedRepresentationNames": ["Binary labelmap", "Closed surface"],
         "masterRepresentation": "Binary labelmap",
         # Written as the raw header field: Slicer drops the last parameter unless the list ends with "&",
@@ -166,13 +165,6 @@ def _paste_into_free_layer(
     label_counts[index] += 1
     layers[index][dst][src] = label_counts[index]
     return index, label_counts[index]
-
-
-def _ijk_to_lps_matrix(info: InputInfo) -> np.ndarray:
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.asarray(info.direction, dtype=float).reshape(3, 3) * np.asarray(info.spacing_mm)[None, :]
-    matrix[:3, 3] = info.origin_lps_mm
-    return matrix
 
 
 def markups_fiducial_dict(findings: list[Finding], name: str = "Nodules") -> dict[str, Any]:
@@ -333,14 +325,14 @@ def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping
     writers: dict[str, Callable[[Path], None]] = {
         NODULES_SEGMENTATION: lambda p: slicerio.write_segmentation(
             str(p), segmentation_dict(nodules, report.input), compression_level=_NRRD_COMPRESSION_LEVEL),
-        NODULES_MARKUPS: lambda p: _write_json(p, markups_fiducial_dict(nodules)),
+        NODULES_MARKUPS: lambda p: write_json_atomic(p, markups_fiducial_dict(nodules)),
     }
     if any(f.mask is not None for f in lesions):
         writers[LESIONS_SEGMENTATION] = lambda p: slicerio.write_segmentation(
             str(p), segmentation_dict(lesions, report.input), compression_level=_NRRD_COMPRESSION_LEVEL)
     if lesions:
-        writers[LESIONS_MARKUPS] = lambda p: _write_json(p, markups_roi_dict(lesions))
-    writers[REPORT_JSON] = lambda p: _write_json(p, report_dict)
+        writers[LESIONS_MARKUPS] = lambda p: write_json_atomic(p, markups_roi_dict(lesions))
+    writers[REPORT_JSON] = lambda p: write_json_atomic(p, report_dict)
     if volume is not None:
         from lunglesionai.io.report_html import write_report_html
 
@@ -351,7 +343,3 @@ def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping
         if not (folder / name).is_file():
             raise FileNotFoundError(f"the writer of {name!r} did not create the file")
     return list(writers)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")

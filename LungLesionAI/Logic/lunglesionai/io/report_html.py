@@ -20,7 +20,6 @@ import html
 import io
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,6 +28,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lunglesionai.core.findings import Finding, FindingMask, Report
+from lunglesionai.core.output_folder import write_file_atomic
 from lunglesionai.core.vocabulary import NO_LUNG_WARNING
 from lunglesionai.core.volume import Volume
 
@@ -407,19 +407,5 @@ def write_report_html(report: Report, volume: Optional[Volume], out_path: str | 
                                     render_mask_3d(mask, volume_lps.spacing_mm, color, size_px))
             thumbnails[finding.id] = images
     text = report_html_text(report, thumbnails, note_3d)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

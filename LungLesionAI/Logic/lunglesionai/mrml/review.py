@@ -34,7 +34,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from lunglesionai.core.findings import REVIEW_STATES, Finding, FindingMask, Report
-from lunglesionai.core.volume import Volume
+from lunglesionai.core.volume import Volume, ijk_to_lps_matrix
 from lunglesionai.mrml import scene as mrml
 
 __all__ = [
@@ -471,7 +471,7 @@ def read_outputs(out_dir: str | os.PathLike) -> Report:
     folder = Path(out_dir)
     report = Report.from_dict(json.loads((folder / REPORT_JSON).read_text(encoding="utf-8")))
     masks: dict[str, FindingMask] = {}
-    expected = _ijk_to_lps(report)
+    expected = ijk_to_lps_matrix(report.input.spacing_mm, report.input.origin_lps_mm, report.input.direction)
     for name in (NODULES_SEGMENTATION, LESIONS_SEGMENTATION):
         path = folder / name
         if not path.is_file():
@@ -489,14 +489,6 @@ def read_outputs(out_dir: str | os.PathLike) -> Report:
                 masks[segment["id"]] = FindingMask(tuple(int(v) for v in first), crop)
     findings = [replace(f, mask=masks.get(f.id)) for f in report.findings]
     return replace(report, findings=findings)
-
-
-def _ijk_to_lps(report: Report) -> np.ndarray:
-    info = report.input
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.asarray(info.direction, dtype=float).reshape(3, 3) * np.asarray(info.spacing_mm)[None, :]
-    matrix[:3, 3] = info.origin_lps_mm
-    return matrix
 
 
 def load_outputs_into_scene(scene, out_dir: str | os.PathLike, volume_node, *, keep_masks: bool = True,
@@ -518,8 +510,9 @@ def load_outputs_into_scene(scene, out_dir: str | os.PathLike, volume_node, *, k
     """
     report = read_outputs(out_dir)
     volume = mrml.volume_from_volume_node(volume_node)
-    if tuple(volume.shape_zyx) != tuple(report.input.shape_zyx) or not np.allclose(
-        volume.ijk_to_lps_matrix, _ijk_to_lps(report), atol=1e-4
+    info = report.input
+    if tuple(volume.shape_zyx) != tuple(info.shape_zyx) or not np.allclose(
+        volume.ijk_to_lps_matrix, ijk_to_lps_matrix(info.spacing_mm, info.origin_lps_mm, info.direction), atol=1e-4
     ):
         raise ValueError(f"{out_dir}: the results are not on the grid of volume {volume_node.GetName()!r}")
     report = replace(report, input=replace(report.input, path=volume.source))

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lunglesionai.core.output_folder import record_in_manifest
+from lunglesionai.core.output_folder import record_in_manifest, write_file_atomic, write_json_atomic
 
 MODELS_ENV = "LUNGLESIONAI_MODELS"
 """Environment variable naming the models folder (each model in its own sub-folder)."""
@@ -53,20 +53,33 @@ def save_model(folder: str | os.PathLike, state_dict: dict, weights_file: str, c
     """Write ``weights_file`` (a torch state_dict) and ``config.json`` (``config`` plus ``weights_file`` and
     ``weights_sha256``) into ``folder`` (created when missing), each atomically, and list both in the folder's
     manifest (:func:`lunglesionai.core.output_folder.record_in_manifest`; the model card beside them is not listed).
+    Equal state dicts give equal weight files (same bytes, same SHA-256), whatever the folder or process.
 
     Returns:
         The weights' SHA-256 (hex).
+
+    Raises:
+        ValueError: ``config`` holds a NaN or an infinite float (JSON refuses them; the weights are written by
+            then, the old ``config.json`` stays).
+        TypeError: ``config`` holds a value JSON cannot represent.
+        OSError: ``folder`` cannot be created or written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{weights_file}.{os.getpid()}.tmp"
-    torch.save(state_dict, tmp)
-    sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    os.replace(tmp, folder / weights_file)
+    digest: list[str] = []
+
+    def write_weights(tmp: Path) -> None:
+        # Through a file object: torch.save names the zip's top folder after a *path* it is given (here the
+        # random temporary name), which would make equal weights differ in bytes and SHA-256; a stream gets
+        # torch's fixed "archive".
+        with open(tmp, "wb") as stream:
+            torch.save(state_dict, stream)
+        digest.append(hashlib.sha256(tmp.read_bytes()).hexdigest())
+
+    write_file_atomic(folder / weights_file, write_weights)
+    sha = digest[0]
     full = {**config, "weights_file": weights_file, "weights_sha256": sha}
-    tmp = folder / f".{CONFIG_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(full, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / CONFIG_FILE)
+    write_json_atomic(folder / CONFIG_FILE, full)
     record_in_manifest(folder, [weights_file, CONFIG_FILE], command="train")
     return sha
 

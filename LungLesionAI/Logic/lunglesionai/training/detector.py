@@ -27,6 +27,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from lunglesionai.core.output_folder import write_file_atomic
 from lunglesionai.datagen.composite_sets import build_composite_set
 from lunglesionai.datagen.composites import Composite, CompositeConfig, NoduleSource
 from lunglesionai.nets.model_store import save_model
@@ -187,9 +188,8 @@ def _write_cases(path: Path, cases: list[TrainingCase]) -> None:
     for n, c in enumerate(cases):
         arrays[f"image_{n}"] = c.image.astype(np.float16)
         arrays[f"boxes_{n}"] = c.boxes
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, ids=np.array([c.case_id for c in cases]), **arrays)
-    os.replace(tmp, path)
+    ids = np.array([c.case_id for c in cases])
+    write_file_atomic(path, lambda tmp: np.savez(tmp, ids=ids, **arrays))
 
 
 def _read_cases(path: Path) -> list[TrainingCase]:

@@ -21,10 +21,8 @@ lowers the val expected calibration error. Only ``split == train`` rows are trai
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lunglesionai.core.output_folder import write_json_atomic
 from lunglesionai.datasets.lidc import (
     HU_WINDOW,
     PAD_HU,
@@ -458,7 +457,8 @@ def _finish(net, config, train: CropSet, val: CropSet, best_epoch: int, epochs_r
     result = TrainResult(out_dir, sha, best_epoch, epochs_run, metrics, calibration["temperature"],
                          calibration["val_ece_before"], calibration["val_ece_after"], time.monotonic() - start,
                          history)
-    _write_json(out_dir / RESULT_FILE, {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()})
+    write_json_atomic(out_dir / RESULT_FILE,
+                      {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()})
     logger.info("saved %s (sha256 %s), best epoch %d, %.0f s", out_dir / WEIGHTS_FILE, sha[:12], best_epoch,
                 result.seconds)
     return result
@@ -474,12 +474,3 @@ def _predict_mirrored(net: DenseSharpNet, crops: CropSet, config: GraderTraining
         for name, value in predict_crops(net, images, crops.diameter_mm[chunk]).items():
             parts.setdefault(name, []).append(value)
     return {name: np.concatenate(values) for name, values in parts.items()}
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
