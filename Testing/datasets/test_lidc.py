@@ -14,23 +14,18 @@ import pytest
 
 from conftest import shared_path
 from lidc_fixtures import make_lidc_folder
+from lunglesionai.core.hu_windows import window_hu
+from lunglesionai.core.vocabulary import INVASIVENESS_CLASSES, TEXTURE_CLASSES
 from lunglesionai.core.volume import Volume
-from lunglesionai.datasets.lidc import (
-    HU_WINDOW,
-    INVASIVENESS_CLASSES,
+from lunglesionai.datasets.lidc import HU_WINDOW, LidcTableError, load_voi, read_nodule_table, texture_class
+from lunglesionai.datasets.lidc_crops import (
     PAD_HU,
-    TEXTURE_CLASSES,
     AugmentationConfig,
-    LidcTableError,
     build_crop_set,
     crop_geometry,
     crop_to_volume,
     extract_crop,
-    load_voi,
-    read_nodule_table,
-    texture_class,
     training_transforms,
-    window_hu,
 )
 
 

@@ -13,7 +13,8 @@ import torch
 from conftest import REPO_ROOT, shared_path
 from lidc_fixtures import make_lidc_folder
 from lunglesionai.core.volume import Volume
-from lunglesionai.datasets.lidc import AugmentationConfig, load_voi, read_nodule_table
+from lunglesionai.datasets.lidc import load_voi, read_nodule_table
+from lunglesionai.datasets.lidc_crops import AugmentationConfig
 from lunglesionai.evaluation.lidc_voi_protocol import dice_score
 from lunglesionai.nets.densesharp import (
     DenseSharpConfig,

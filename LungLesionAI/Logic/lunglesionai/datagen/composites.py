@@ -54,8 +54,9 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.vocabulary import TEXTURE_CLASSES
 from lunglesionai.core.volume import Volume
-from lunglesionai.datasets.lidc import TEXTURE_CLASSES, NoduleRecord, load_voi, read_nodule_table
+from lunglesionai.datasets.lidc import NoduleRecord, load_voi, read_nodule_table
 
 __all__ = [
     "BLEND_METHODS",

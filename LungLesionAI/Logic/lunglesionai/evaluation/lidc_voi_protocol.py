@@ -316,7 +316,8 @@ def _classical_segmenter():
 
 
 def _score_nodule(data_dir, record, grader, segment) -> dict[str, Any]:
-    from lunglesionai.datasets.lidc import TEXTURE_CLASSES, load_voi
+    from lunglesionai.core.vocabulary import TEXTURE_CLASSES
+    from lunglesionai.datasets.lidc import load_voi
 
     volume, truth = load_voi(data_dir, record)
     center = volume.lps_to_kji([record.center_lps_mm])[0]
@@ -431,7 +432,7 @@ def _auc_difference(p: np.ndarray, base: np.ndarray, y: np.ndarray) -> Optional[
 
 
 def _class_metrics(rows: list[dict]) -> dict[str, Any]:
-    from lunglesionai.datasets.lidc import INVASIVENESS_CLASSES, TEXTURE_CLASSES
+    from lunglesionai.core.vocabulary import INVASIVENESS_CLASSES, TEXTURE_CLASSES
 
     labelled = [r for r in rows if r["texture"] is not None]
     out: dict[str, Any] = {"n_texture_labelled": len(labelled)}

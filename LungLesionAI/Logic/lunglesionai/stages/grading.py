@@ -1,6 +1,6 @@
 """Nodule grading for the pipeline: the trained DenseSharp network on one or many nodules of a CT.
 
-Inference (each step a named function; the resampling's inverse is :func:`lunglesionai.datasets.lidc.crop_to_volume`):
+Inference (each step a named function; the resampling's inverse is :func:`lunglesionai.datasets.lidc_crops.crop_to_volume`):
 centre (k, j, i) -> LPS -> isotropic crop of the volume around it (the model's ``spacing_mm`` and
 ``crop_size``, padded with air) -> HU window -> network on the crop and its left-right mirror (averaged) ->
 mask probability resampled back onto the volume's own grid (linear), thresholded at 0.5, the connected
@@ -27,15 +27,10 @@ import torch
 from scipy import ndimage as ndi
 
 from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.hu_windows import window_hu
+from lunglesionai.core.vocabulary import INVASIVENESS_CLASSES, TEXTURE_CLASSES
 from lunglesionai.core.volume import Volume
-from lunglesionai.datasets.lidc import (
-    INVASIVENESS_CLASSES,
-    TEXTURE_CLASSES,
-    crop_geometry,
-    crop_to_volume,
-    extract_crop,
-    window_hu,
-)
+from lunglesionai.datasets.lidc_crops import crop_geometry, crop_to_volume, extract_crop
 from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet
 from lunglesionai.nets.model_store import MODELS_ENV, ModelFileError, load_model, model_dir, save_model
 

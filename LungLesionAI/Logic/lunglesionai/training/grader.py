@@ -33,16 +33,9 @@ import torch
 from torch import nn
 
 from lunglesionai.core.output_folder import write_json_atomic
-from lunglesionai.datasets.lidc import (
-    HU_WINDOW,
-    PAD_HU,
-    TEXTURE_CLASSES,
-    AugmentationConfig,
-    CropSet,
-    build_crop_set,
-    read_nodule_table,
-    training_transforms,
-)
+from lunglesionai.core.vocabulary import TEXTURE_CLASSES
+from lunglesionai.datasets.lidc import HU_WINDOW, read_nodule_table
+from lunglesionai.datasets.lidc_crops import PAD_HU, AugmentationConfig, CropSet, build_crop_set, training_transforms
 from lunglesionai.evaluation.lidc_voi_protocol import (
     confusion_matrix,
     expected_calibration_error,
