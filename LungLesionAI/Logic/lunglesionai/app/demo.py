@@ -24,7 +24,8 @@ class DemoResult:
     Attributes:
         report: the pipeline's Report.
         truth: the phantom's ground-truth table (list of dicts: id, center_lps_mm, diameter_mm, texture, ...).
-        match: LUNA16-criterion match of findings to truth.
+        match: match of findings to truth by the LUNA16 evaluation script's rule
+            (:func:`lunglesionai.evaluation.metrics.luna16_hits.match_luna16`).
         seconds: analysis time (phantom synthesis excluded).
         output: folder written.
     """
@@ -41,19 +42,20 @@ class DemoResult:
             f"{'truth':<6}{'diam mm':>8}  {'texture':<13}{'attachment':<15}{'found by':<9}"
             f"{'diam mm':>8}  {'texture':<13}{'malignancy':>10}"
         ]
-        by_truth = {int(t): i for i, t in enumerate(self.match.finding_truth) if t >= 0}
-        for i, t in enumerate(self.truth):
+        nodules = self.report.nodules()
+        for t, found_by in zip(self.truth, self.match.truth_finding):
             line = f"{t['id']:<6}{t['diameter_mm']:>8.1f}  {t['texture']:<13}{t['attachment']:<15}"
-            if i not in by_truth:
+            if found_by < 0:
                 lines.append(line + "missed")
                 continue
-            f = self.report.findings[by_truth[i]]
+            f = nodules[found_by]
             malignancy = "-" if f.malignancy_probability is None else f"{f.malignancy_probability:.2f}"
             lines.append(line + f"{f.id:<9}{f.diameter_mm:>8.1f}  {f.texture or '-':<13}{malignancy:>10}")
         m = self.match
         lines.append(
             f"phantom sensitivity {m.true_positives}/{m.n_truth} = {m.sensitivity:.2f}, "
-            f"false positives {m.false_positives} per scan (LUNA16 rule: centre within the true radius), "
+            f"false positives {m.false_positives} per scan (LUNA16 script's rule: centre strictly within the true "
+            f"radius, a nodule counts once), "
             f"analysis {self.seconds:.1f} s"
         )
         files = ", ".join(sorted(p.name for p in self.output.iterdir())) if self.output.is_dir() else ""

@@ -4,13 +4,14 @@ Protocol (Setio et al., "Validation, comparison, and combination of algorithms f
 nodules in computed tomography images: the LUNA16 challenge", Medical Image Analysis 42:1-13, 2017,
 doi:10.1016/j.media.2017.06.015), reproduced from the challenge's ``noduleCADEvaluationLUNA16.py``:
 
-* **hit criterion**: a prediction hits a reference nodule when its centre lies strictly within the nodule's radius
-  (Euclidean distance < ``diameter_mm / 2``, LPS mm);
-* each reference nodule counts once, with the highest score of the predictions that hit it; further hits on it are
-  neither true nor false positives; a prediction inside two nodules counts for both (the script warns about that);
-* predictions that hit no reference nodule but lie within an **excluded** finding (``annotations_excluded.csv``:
-  non-nodules, nodules < 3 mm, nodules of one or two readers) are ignored; an excluded finding of unknown size
-  (``diameter_mm`` = -1) gets a radius of :data:`EXCLUDED_DEFAULT_DIAMETER_MM` / 2 = 5 mm, as in the script;
+* **hit rule**: :func:`lunglesionai.evaluation.metrics.luna16_hits.match_luna16`, the one implementation of the
+  script's rule (stated exactly there): a prediction hits a reference nodule when its centre lies strictly within
+  the nodule's radius (Euclidean distance < ``diameter_mm / 2``, LPS mm); each reference nodule counts once, with
+  the highest score of the predictions that hit it; further hits on it are neither true nor false positives; a
+  prediction inside two nodules counts for both (the script warns about that); predictions that hit no reference
+  nodule but lie within an **excluded** finding (``annotations_excluded.csv``: non-nodules, nodules < 3 mm,
+  nodules of one or two readers) are ignored; an excluded finding of unknown size (``diameter_mm`` = -1) gets a
+  radius of :data:`EXCLUDED_DEFAULT_DIAMETER_MM` / 2 = 5 mm, as in the script;
 * every other prediction is a false positive; FPs per scan divide by the number of scans evaluated (scans without
   nodules or without predictions included);
 * FROC: for every distinct score threshold, (FPs at score >= t) / scans and (nodules whose best score >= t) / all
@@ -40,6 +41,7 @@ from lunglesionai.datasets.luna16 import (
     read_seriesuids,
     write_luna16_csv,
 )
+from lunglesionai.evaluation.metrics.luna16_hits import EXCLUDED_DEFAULT_DIAMETER_MM, LUNA16_HIT_RULE, match_luna16
 
 __all__ = [
     "EXCLUDED_DEFAULT_DIAMETER_MM",
@@ -57,13 +59,8 @@ logger = logging.getLogger(__name__)
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """False positives per scan at which LUNA16 reads the FROC curve; CPM is the mean sensitivity there."""
-EXCLUDED_DEFAULT_DIAMETER_MM = 10.0
-"""Diameter given to an excluded finding of unknown size (-1), as ``noduleCADEvaluationLUNA16.py`` does."""
-HIT_CRITERION = (
-    "LUNA16: prediction centre strictly within the reference nodule's radius (distance < diameter_mm/2, LPS mm); "
-    "one hit per nodule (best score); predictions within an excluded finding (radius 5 mm when its diameter is -1) "
-    "are ignored"
-)
+HIT_CRITERION = LUNA16_HIT_RULE
+"""The hit rule as written into the metrics JSON (``hit_criterion``)."""
 DEFAULT_BOOTSTRAP = 1000
 """Bootstrap resamples (over scans) for the 95 % confidence intervals."""
 CONFIDENCE = 0.95
@@ -77,7 +74,7 @@ class ScanMatch:
         nodule_scores: (T,) best score of the predictions hitting each reference nodule; ``-inf`` when missed.
         fp_scores: (F,) scores of the false-positive predictions.
         n_ignored: predictions ignored because they lie within an excluded finding only.
-        n_duplicates: predictions beyond the first on an already-hit nodule (neither TP nor FP).
+        n_duplicates: hits beyond the highest-scoring one on each nodule, summed over nodules (neither TP nor FP).
     """
 
     nodule_scores: np.ndarray
@@ -87,7 +84,7 @@ class ScanMatch:
 
 
 def match_scan(predictions: np.ndarray, annotations: np.ndarray, excluded: np.ndarray | None = None) -> ScanMatch:
-    """Match one scan's predictions by the LUNA16 rule (see the module docstring).
+    """Match one scan's predictions by the LUNA16 script's rule (:func:`match_luna16`, the one implementation).
 
     Args:
         predictions: (N, 4) ``[x, y, z, score]``, LPS mm.
@@ -109,19 +106,12 @@ def match_scan(predictions: np.ndarray, annotations: np.ndarray, excluded: np.nd
     pred = _as_table(predictions, "predictions")
     truth = _as_table(annotations, "annotations")
     excl = _as_table(excluded if excluded is not None else np.zeros((0, 4)), "excluded")
-    if np.any(truth[:, 3] <= 0):
-        raise ValueError(f"reference diameters must be > 0, got {truth[truth[:, 3] <= 0, 3].tolist()}")
-    hits = _inside(pred[:, :3], truth)  # (N, T)
-    scores = np.where(hits, pred[:, 3:4], -np.inf).max(axis=0) if len(pred) else np.full(len(truth), -np.inf)
-    on_nodule = hits.any(axis=1)
-    excl_diameters = np.where(excl[:, 3] < 0, EXCLUDED_DEFAULT_DIAMETER_MM, excl[:, 3])
-    on_excluded = _inside(pred[:, :3], np.column_stack([excl[:, :3], excl_diameters])).any(axis=1)
-    ignored = ~on_nodule & on_excluded
+    m = match_luna16(pred[:, :3], pred[:, 3], truth[:, :3], truth[:, 3], excl[:, :3], excl[:, 3])
     return ScanMatch(
-        nodule_scores=np.asarray(scores, dtype=float).reshape(-1),
-        fp_scores=pred[~on_nodule & ~on_excluded, 3].copy(),
-        n_ignored=int(ignored.sum()),
-        n_duplicates=int(np.clip(hits.sum(axis=0) - 1, 0, None).sum()),
+        nodule_scores=m.nodule_scores,
+        fp_scores=m.fp_scores.copy(),
+        n_ignored=m.n_ignored,
+        n_duplicates=m.n_duplicates,
     )
 
 
@@ -354,6 +344,7 @@ def _predict_scans(images_dir, scans: Sequence[str], pipeline_config) -> tuple[d
 
 
 def _per_scan(scans, predictions, annotations, excluded) -> dict:
+    """seriesuid -> {n_nodules, n_hit, n_predictions, n_false_positives}, by :func:`match_scan`."""
     empty = np.zeros((0, 4))
     out = {}
     for scan in scans:
@@ -368,6 +359,7 @@ def _per_scan(scans, predictions, annotations, excluded) -> dict:
 
 
 def _config_summary(config) -> dict:
+    """The pipeline settings used (a dict for the metrics JSON; defaults when ``config`` is None)."""
     from dataclasses import asdict, is_dataclass
 
     if config is None:
@@ -378,10 +370,12 @@ def _config_summary(config) -> dict:
 
 
 def _rate_key(rate: float) -> str:
+    """JSON key of an FP rate: 0.125 -> "0.125", 1.0 -> "1"."""
     return f"{rate:g}"
 
 
 def _as_table(array, name: str) -> np.ndarray:
+    """(n, 4) float array (``[x, y, z, score or diameter]``, LPS mm); empty -> (0, 4). Raises ValueError otherwise."""
     a = np.asarray(array, dtype=float)
     if a.size == 0:
         return np.zeros((0, 4))
@@ -391,10 +385,3 @@ def _as_table(array, name: str) -> np.ndarray:
         raise ValueError(f"{name} holds non-finite values")
     return a
 
-
-def _inside(points: np.ndarray, spheres: np.ndarray) -> np.ndarray:
-    """(N, M) bool: point n strictly inside sphere m (``[x, y, z, diameter]``)."""
-    if len(points) == 0 or len(spheres) == 0:
-        return np.zeros((len(points), len(spheres)), dtype=bool)
-    d2 = ((points[:, None, :] - spheres[None, :, :3]) ** 2).sum(axis=2)
-    return d2 < (spheres[None, :, 3] / 2.0) ** 2

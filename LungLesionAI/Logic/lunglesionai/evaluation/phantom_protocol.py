@@ -2,7 +2,8 @@
 
 Each phantom is analysed once; operating points are then read off by keeping findings whose detection score is at
 least a threshold (the same set ``PipelineConfig(min_score=threshold)`` keeps, because duplicate merging and the
-candidate cap both keep higher scores first). Hits follow the LUNA16 rule (:mod:`lunglesionai.evaluation.metrics.luna16_hits`).
+candidate cap both keep higher scores first). Hits follow the LUNA16 evaluation script's rule, the same function the
+LUNA16 protocol uses (:func:`lunglesionai.evaluation.metrics.luna16_hits.match_luna16`).
 Phantom results measure the pipeline on synthetic anatomy; they are not clinical performance.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lunglesionai.core.findings import Report
-from lunglesionai.evaluation.metrics.luna16_hits import DetectionMatch, match_centres
+from lunglesionai.evaluation.metrics.luna16_hits import LUNA16_HIT_RULE, DetectionMatch, match_luna16
 from lunglesionai.pipeline import PipelineConfig, analyze_volume
 
 __all__ = ["score_against_phantom", "PhantomEvaluationConfig", "evaluate_phantoms", "format_phantom_metrics"]
@@ -25,12 +26,25 @@ logger = logging.getLogger(__name__)
 
 
 def score_against_phantom(report: Report, truth: list[dict]) -> DetectionMatch:
-    """Match a report's nodule findings (in report order) to a phantom's truth table (LUNA16 rule)."""
+    """Match a report's nodule findings to a phantom's truth table by the LUNA16 script's rule.
+
+    Args:
+        report: the pipeline's Report; each nodule finding is a candidate at ``center_lps_mm`` (LPS mm) with its
+            ``detection_score`` (0 when unset), which decides which of two findings on one nodule counts.
+        truth: the phantom's truth table: dicts with ``center_lps_mm`` (3 floats, LPS mm) and ``diameter_mm``.
+
+    Returns:
+        DetectionMatch over (F,) findings in ``report.nodules()`` order and (T,) truth rows.
+
+    Raises:
+        ValueError: a centre is not 3 finite numbers or a true diameter is not > 0.
+    """
     nodules = report.nodules()
-    return match_centres(
-        np.array([f.center_lps_mm for f in nodules]).reshape(-1, 3),
-        np.array([t["center_lps_mm"] for t in truth]).reshape(-1, 3),
-        np.array([t["diameter_mm"] for t in truth]),
+    return match_luna16(
+        np.array([f.center_lps_mm for f in nodules], dtype=float).reshape(-1, 3),
+        np.array([f.detection_score or 0.0 for f in nodules], dtype=float),
+        np.array([t["center_lps_mm"] for t in truth], dtype=float).reshape(-1, 3),
+        np.array([t["diameter_mm"] for t in truth], dtype=float),
     )
 
 
@@ -49,6 +63,7 @@ class PhantomEvaluationConfig:
     thresholds: tuple[float, ...] = (0.0, 0.45, 0.5, 0.55, 0.6)
 
     def __post_init__(self) -> None:
+        """Raises ValueError: no seed, an unknown preset, or a threshold outside [0, 1]."""
         if not self.seeds:
             raise ValueError("seeds must name at least one phantom")
         if self.preset not in ("clinical", "small"):
@@ -58,6 +73,7 @@ class PhantomEvaluationConfig:
 
 
 def _above(report: Report, threshold: float) -> Report:
+    """The report with only the findings whose detection score is >= ``threshold`` (unset scores count as 0)."""
     return replace(report, findings=[f for f in report.findings if (f.detection_score or 0.0) >= threshold])
 
 
@@ -98,7 +114,7 @@ def evaluate_phantoms(
         "seeds": list(config.seeds),
         "n_scans": len(scans),
         "n_nodules": n_nodules,
-        "hit_criterion": "LUNA16: finding centre within the true nodule's radius (LPS mm)",
+        "hit_criterion": LUNA16_HIT_RULE,
         "operating_points": points,
         **_sensitivity_by_group(scans, pipeline.min_score or 0.0),
         "seconds_per_scan": float(np.median([s for _, _, s in scans])),
@@ -107,10 +123,12 @@ def evaluate_phantoms(
 
 
 def _size_bin(diameter_mm: float) -> str:
+    """Size group of a true diameter in mm: "<6", "6-10" or ">=10"."""
     return "<6" if diameter_mm < 6 else ("6-10" if diameter_mm < 10 else ">=10")
 
 
 def _sensitivity_by_group(scans, threshold: float) -> dict[str, dict[str, dict[str, float]]]:
+    """Found / total / sensitivity by texture, attachment and size at ``threshold``, over (report, truth, s) scans."""
     groups: dict[str, dict[str, list[int]]] = {"by_texture": {}, "by_attachment": {}, "by_size_mm": {}}
     counts: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0, 0]) for k in groups}
     for report, truth, _ in scans:

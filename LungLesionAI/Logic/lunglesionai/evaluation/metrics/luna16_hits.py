@@ -1,11 +1,33 @@
-"""Scoring findings against ground truth with the LUNA16 hit criterion.
+"""The LUNA16 hit rule: which candidates are true positives, false positives, or neither.
 
-A finding is a hit when its centre lies within the true nodule's radius (diameter / 2), both in LPS mm, as in the
-LUNA16 challenge (Setio et al., "Validation, comparison, and combination of algorithms for automatic detection of
-pulmonary nodules in computed tomography images: the LUNA16 challenge", Medical Image Analysis 42:1-13, 2017,
-doi:10.1016/j.media.2017.06.015). Each true nodule counts once; a finding that hits several true nodules is given
-to the nearest; further findings on an already-found nodule are neither hits nor false positives (LUNA16 ignores
-them too).
+This is the one implementation of the rule in the package; the LUNA16 protocol's FROC
+(:func:`lunglesionai.evaluation.luna16_protocol.match_scan`), ``evaluate phantom`` and the demo
+(:func:`lunglesionai.evaluation.phantom_protocol.score_against_phantom`) all call :func:`match_luna16`.
+
+Source: the LUNA16 challenge's evaluation script ``noduleCADEvaluationLUNA16.py``, function ``evaluateCAD`` (Setio
+et al., "Validation, comparison, and combination of algorithms for automatic detection of pulmonary nodules in
+computed tomography images: the LUNA16 challenge", Medical Image Analysis 42:1-13, 2017,
+doi:10.1016/j.media.2017.06.015). The rule, exactly as that script applies it per scan:
+
+1. A candidate **hits** a nodule when the squared Euclidean distance between the candidate and the nodule centre
+   is **strictly less** than the squared radius, radius = ``diameter_mm / 2`` (script: ``dist < radiusSquared``).
+   A candidate exactly on the sphere (distance == radius) does not hit.
+2. Each reference nodule is found when at least one candidate hits it; it counts **once**, with the **highest
+   score** of the candidates hitting it (script: ``maxProb``; on equal scores the first in input order).
+   The other candidates on that nodule are **neither TP nor FP** (script: ``doubleCandidatesIgnored``).
+3. A candidate inside **several** nodules hits **each** of them (the script matches every nodule against all
+   candidates and only prints "CAD mark ... detected two nodules"); there is no nearest-nodule assignment.
+4. A candidate that hits no reference nodule but lies strictly within an **excluded** finding
+   (``annotations_excluded.csv``) is **ignored**: neither TP nor FP (script: ``irrelevantCandidates``). Reference
+   nodules are checked before excluded ones, so a candidate on both is a hit. An excluded finding of unknown size
+   (negative diameter, ``-1`` in the CSV) gets a 10 mm diameter (script: ``if diameter < 0.0: diameter = 10.0``).
+5. Every other candidate is a **false positive**.
+
+Coordinates are world (x, y, z) in mm, LPS, for candidates, nodules and excluded findings alike; the rule only
+uses distances, so any common frame gives the same answer.
+
+Not part of the hit rule and not done here: the script's optional cap on candidates per scan
+(``maxNumberOfCADMarks``).
 """
 
 from __future__ import annotations
@@ -14,82 +36,165 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DetectionMatch", "match_centres"]
+__all__ = ["EXCLUDED_DEFAULT_DIAMETER_MM", "LUNA16_HIT_RULE", "DetectionMatch", "match_luna16"]
+
+EXCLUDED_DEFAULT_DIAMETER_MM = 10.0
+"""Diameter given to an excluded finding of unknown size (negative diameter), as ``noduleCADEvaluationLUNA16.py``."""
+
+LUNA16_HIT_RULE = (
+    "LUNA16 script (noduleCADEvaluationLUNA16.py): a candidate hits a nodule when its centre is strictly within "
+    "the nodule's radius (distance < diameter_mm/2, LPS mm); a candidate inside several nodules hits each; a nodule "
+    "counts once, with its highest-scoring hit, the other hits on it are neither TP nor FP; candidates on no nodule "
+    "but within an excluded finding (radius 5 mm when its diameter is -1) are ignored; the rest are false positives"
+)
+"""One-sentence statement of the rule, written into metrics JSON as ``hit_criterion``."""
+
+FALSE_POSITIVE = -1
+"""``finding_truth`` code: the candidate hits no nodule and no excluded finding."""
+DUPLICATE = -2
+"""``finding_truth`` code: the candidate hits a nodule but is not its highest-scoring hit (neither TP nor FP)."""
+IGNORED = -3
+"""``finding_truth`` code: the candidate hits no nodule but an excluded finding (neither TP nor FP)."""
 
 
 @dataclass(frozen=True)
 class DetectionMatch:
-    """Outcome of matching findings to true nodules.
+    """One scan's candidates matched to its reference nodules by :func:`match_luna16`.
 
     Attributes:
-        hit_truth: (T,) bool, True where a true nodule was found.
-        finding_truth: (F,) int, index of the true nodule each finding hit, or -1 for a false positive,
-            or -2 for a duplicate hit on an already-found nodule.
+        hits: (N, T) bool, candidate n strictly within nodule t's radius.
+        truth_finding: (T,) int, index of the candidate counted for nodule t (its highest-scoring hit), -1 if missed.
+        nodule_scores: (T,) float, the score of that candidate; ``-inf`` where the nodule was missed.
+        finding_truth: (N,) int, for each candidate: the nodule it is the counted hit of (the nearest one when it is
+            counted for several), or :data:`FALSE_POSITIVE` (-1), :data:`DUPLICATE` (-2), :data:`IGNORED` (-3).
+        scores: (N,) float, the candidates' scores.
     """
 
-    hit_truth: np.ndarray
+    hits: np.ndarray
+    truth_finding: np.ndarray
+    nodule_scores: np.ndarray
     finding_truth: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def hit_truth(self) -> np.ndarray:
+        """(T,) bool, True where a reference nodule was found."""
+        return self.truth_finding >= 0
 
     @property
     def n_truth(self) -> int:
-        """Number of true nodules."""
-        return int(self.hit_truth.size)
+        """Number of reference nodules."""
+        return int(self.truth_finding.size)
 
     @property
     def true_positives(self) -> int:
-        """Number of true nodules found."""
+        """Number of reference nodules found."""
         return int(self.hit_truth.sum())
 
     @property
     def false_positives(self) -> int:
-        """Number of findings that hit no true nodule."""
-        return int(np.sum(self.finding_truth == -1))
+        """Number of candidates that are false positives."""
+        return int(np.sum(self.finding_truth == FALSE_POSITIVE))
+
+    @property
+    def fp_scores(self) -> np.ndarray:
+        """(F,) scores of the false-positive candidates, in input order."""
+        return self.scores[self.finding_truth == FALSE_POSITIVE]
+
+    @property
+    def n_duplicates(self) -> int:
+        """Hits beyond the first on each nodule, summed over nodules (the script's ``doubleCandidatesIgnored``)."""
+        return int(np.clip(self.hits.sum(axis=0) - 1, 0, None).sum())
+
+    @property
+    def n_ignored(self) -> int:
+        """Candidates ignored because they lie within an excluded finding only."""
+        return int(np.sum(self.finding_truth == IGNORED))
 
     @property
     def sensitivity(self) -> float:
-        """Fraction of true nodules found (NaN when there are none)."""
+        """Fraction of reference nodules found (NaN when there are none)."""
         return float(self.hit_truth.mean()) if self.n_truth else float("nan")
 
 
-def match_centres(
-    finding_centres_lps_mm: np.ndarray,
-    truth_centres_lps_mm: np.ndarray,
-    truth_diameters_mm: np.ndarray,
+def match_luna16(
+    candidates_lps_mm,
+    scores,
+    nodules_lps_mm,
+    nodule_diameters_mm,
+    excluded_lps_mm=None,
+    excluded_diameters_mm=None,
 ) -> DetectionMatch:
-    """Match findings to true nodules by the LUNA16 centre-within-radius rule.
+    """Match one scan's candidates to its reference nodules by the LUNA16 script's rule (module docstring).
 
     Args:
-        finding_centres_lps_mm: (F, 3) finding centres (x, y, z) LPS mm, best-scoring first (order decides which
-            of two findings on one nodule is the hit).
-        truth_centres_lps_mm: (T, 3) true nodule centres, LPS mm.
-        truth_diameters_mm: (T,) true diameters in mm.
+        candidates_lps_mm: (N, 3) candidate centres (x, y, z), LPS mm.
+        scores: (N,) candidate scores (higher = more suspicious); decide which hit counts for a nodule.
+        nodules_lps_mm: (T, 3) reference nodule centres, LPS mm.
+        nodule_diameters_mm: (T,) reference diameters in mm, all > 0.
+        excluded_lps_mm: (E, 3) excluded-finding centres, LPS mm, or None (no excluded findings).
+        excluded_diameters_mm: (E,) their diameters in mm; negative = unknown (:data:`EXCLUDED_DEFAULT_DIAMETER_MM`).
 
     Returns:
         DetectionMatch.
 
     Raises:
-        ValueError: the arrays do not have the shapes above.
+        ValueError: an array does not have the shape above, a value is not finite, or a reference diameter is <= 0.
 
     Example:
-        >>> m = match_centres([[0, 0, 0], [50, 0, 0]], [[1, 0, 0]], [6.0])
-        >>> m.true_positives, m.false_positives
-        (1, 1)
+        >>> m = match_luna16([[0, 0, 0], [1, 0, 0], [50, 0, 0]], [0.3, 0.9, 0.5], [[0, 0, 0]], [6.0])
+        >>> m.truth_finding.tolist(), m.finding_truth.tolist(), m.false_positives
+        ([1], [-2, 0, -1], 1)
     """
-    f = np.asarray(finding_centres_lps_mm, dtype=float).reshape(-1, 3)
-    t = np.asarray(truth_centres_lps_mm, dtype=float).reshape(-1, 3)
-    d = np.asarray(truth_diameters_mm, dtype=float).reshape(-1)
-    if d.shape[0] != t.shape[0]:
-        raise ValueError(f"{t.shape[0]} true centres but {d.shape[0]} diameters")
-    hit = np.zeros(t.shape[0], dtype=bool)
-    assignment = np.full(f.shape[0], -1, dtype=int)
-    if t.shape[0] == 0:
-        return DetectionMatch(hit, assignment)
-    for i, centre in enumerate(f):
-        distance = np.linalg.norm(t - centre, axis=1)
-        inside = np.flatnonzero(distance <= d / 2)
-        if inside.size == 0:
-            continue
-        nearest = inside[np.argmin(distance[inside])]
-        assignment[i] = -2 if hit[nearest] else nearest
-        hit[nearest] = True
-    return DetectionMatch(hit, assignment)
+    cand = _points(candidates_lps_mm, "candidates_lps_mm")
+    score = _values(scores, cand.shape[0], "scores")
+    truth = _points(nodules_lps_mm, "nodules_lps_mm")
+    diameters = _values(nodule_diameters_mm, truth.shape[0], "nodule_diameters_mm")
+    if np.any(diameters <= 0):
+        raise ValueError(f"reference diameters must be > 0, got {diameters[diameters <= 0].tolist()}")
+    excl = _points(np.zeros((0, 3)) if excluded_lps_mm is None else excluded_lps_mm, "excluded_lps_mm")
+    excl_d = _values(np.zeros(0) if excluded_diameters_mm is None else excluded_diameters_mm, excl.shape[0],
+                     "excluded_diameters_mm")
+    excl_d = np.where(excl_d < 0, EXCLUDED_DEFAULT_DIAMETER_MM, excl_d)
+
+    hits, d2 = _strictly_inside(cand, truth, diameters)
+    masked = np.where(hits, score[:, None], -np.inf)
+    found = hits.any(axis=0)
+    truth_finding = np.where(found, np.argmax(masked, axis=0) if cand.shape[0] else -1, -1)
+    nodule_scores = np.where(found, masked.max(axis=0, initial=-np.inf), -np.inf)
+    on_excluded = _strictly_inside(cand, excl, excl_d)[0].any(axis=1)
+    labels = np.where(hits.any(axis=1), DUPLICATE, np.where(on_excluded, IGNORED, FALSE_POSITIVE))
+    counted = np.zeros_like(hits)
+    counted[truth_finding[found], np.flatnonzero(found)] = True
+    is_counted = counted.any(axis=1)
+    nearest = np.argmin(np.where(counted, d2, np.inf), axis=1) if truth.shape[0] else labels
+    labels = np.where(is_counted, nearest, labels)
+    return DetectionMatch(hits, truth_finding.astype(int), nodule_scores.astype(float), labels.astype(int), score)
+
+
+def _strictly_inside(points: np.ndarray, centres: np.ndarray, diameters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, M) bool "point n strictly inside sphere m" (squared distance < squared radius) and (N, M) squared mm."""
+    d2 = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+    return d2 < (diameters[None, :] / 2.0) ** 2, d2
+
+
+def _points(array, name: str) -> np.ndarray:
+    """(n, 3) float array of finite coordinates; an empty input gives (0, 3). Raises ValueError otherwise."""
+    a = np.asarray(array, dtype=float)
+    if a.size == 0:
+        return np.zeros((0, 3))
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"{name} must be an (n, 3) array of LPS mm, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds non-finite values")
+    return a
+
+
+def _values(array, n: int, name: str) -> np.ndarray:
+    """(n,) float array of finite values. Raises ValueError when the length is not n or a value is not finite."""
+    a = np.asarray(array, dtype=float).reshape(-1)
+    if a.shape[0] != n:
+        raise ValueError(f"{name} has {a.shape[0]} values for {n} points")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds non-finite values")
+    return a
