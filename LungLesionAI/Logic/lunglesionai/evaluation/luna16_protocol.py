@@ -41,7 +41,12 @@ from lunglesionai.datasets.luna16 import (
     read_seriesuids,
     write_luna16_csv,
 )
-from lunglesionai.evaluation.metrics.luna16_hits import EXCLUDED_DEFAULT_DIAMETER_MM, LUNA16_HIT_RULE, match_luna16
+from lunglesionai.evaluation.metrics.luna16_hits import (
+    EXCLUDED_DEFAULT_DIAMETER_MM,
+    LUNA16_HIT_RULE,
+    finite_rows,
+    match_luna16,
+)
 
 __all__ = [
     "EXCLUDED_DEFAULT_DIAMETER_MM",
@@ -376,12 +381,5 @@ def _rate_key(rate: float) -> str:
 
 def _as_table(array, name: str) -> np.ndarray:
     """(n, 4) float array (``[x, y, z, score or diameter]``, LPS mm); empty -> (0, 4). Raises ValueError otherwise."""
-    a = np.asarray(array, dtype=float)
-    if a.size == 0:
-        return np.zeros((0, 4))
-    if a.ndim != 2 or a.shape[1] != 4:
-        raise ValueError(f"{name} must be an (n, 4) array, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} holds non-finite values")
-    return a
+    return finite_rows(array, name, 4, "[x, y, z, value]")
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EXCLUDED_DEFAULT_DIAMETER_MM", "LUNA16_HIT_RULE", "DetectionMatch", "match_luna16"]
+__all__ = ["EXCLUDED_DEFAULT_DIAMETER_MM", "LUNA16_HIT_RULE", "DetectionMatch", "finite_rows", "match_luna16"]
 
 EXCLUDED_DEFAULT_DIAMETER_MM = 10.0
 """Diameter given to an excluded finding of unknown size (negative diameter), as ``noduleCADEvaluationLUNA16.py``."""
@@ -178,16 +178,25 @@ def _strictly_inside(points: np.ndarray, centres: np.ndarray, diameters: np.ndar
     return d2 < (diameters[None, :] / 2.0) ** 2, d2
 
 
-def _points(array, name: str) -> np.ndarray:
-    """(n, 3) float array of finite coordinates; an empty input gives (0, 3). Raises ValueError otherwise."""
+def finite_rows(array, name: str, columns: int, what: str = "LPS mm") -> np.ndarray:
+    """(n, ``columns``) float array of finite values; an empty input gives (0, ``columns``).
+
+    Raises:
+        ValueError: another shape, or NaN/Inf values; the message names ``name``.
+    """
     a = np.asarray(array, dtype=float)
     if a.size == 0:
-        return np.zeros((0, 3))
-    if a.ndim != 2 or a.shape[1] != 3:
-        raise ValueError(f"{name} must be an (n, 3) array of LPS mm, got shape {a.shape}")
+        return np.zeros((0, columns))
+    if a.ndim != 2 or a.shape[1] != columns:
+        raise ValueError(f"{name} must be an (n, {columns}) array of {what}, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} holds non-finite values")
     return a
+
+
+def _points(array, name: str) -> np.ndarray:
+    """(n, 3) float array of finite LPS coordinates (:func:`finite_rows`)."""
+    return finite_rows(array, name, 3)
 
 
 def _values(array, n: int, name: str) -> np.ndarray:
