@@ -85,10 +85,8 @@ def run_analyze(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     """``lunglesionai demo -o OUT``: analyse a phantom and print sensitivity and false positives."""
     from lunglesionai.app.demo import run_phantom_demo
-    from lunglesionai.core.output_folder import check_output_folder
 
-    check_output_folder(args.output, overwrite=args.overwrite)
-    result = run_phantom_demo(
+    result = run_phantom_demo(  # checks the output folder before it makes the phantom
         Path(args.output), seed=args.seed, preset=args.preset, overwrite=args.overwrite, progress=args.progress
     )
     print(result.summary())

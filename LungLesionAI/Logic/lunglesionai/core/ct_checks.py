@@ -36,6 +36,7 @@ __all__ = [
     "check_regular_file",
     "check_spacing",
     "check_finite",
+    "special_file_kind",
     "check_hu_plausible",
     "sanitize_text",
 ]
@@ -177,9 +178,17 @@ def check_regular_file(p: Path) -> None:
         raise CTInputError(f"{sanitize_text(p)}: cannot read ({exc.strerror or exc})") from exc
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return
-    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a socket" if stat.S_ISSOCK(mode) else "a special file")
-    raise CTInputError(f"{sanitize_text(p)}: {kind}, not a CT file or folder")
+    raise CTInputError(f"{sanitize_text(p)}: {special_file_kind(mode)}, not a CT file or folder")
+
+
+def special_file_kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is, for messages: "a FIFO (named pipe)", "a device
+    file", "a socket" or "a special file" (``mode``: ``os.stat().st_mode``)."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
 
 
 def check_spacing(source: str | os.PathLike, spacing_mm: Sequence[float]) -> None:

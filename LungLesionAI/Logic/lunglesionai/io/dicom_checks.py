@@ -46,7 +46,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder, iter_pixels
 from pydicom.uid import JPEGExtended12Bit
 
-from lunglesionai.core.ct_checks import CTInputError, sanitize_text
+from lunglesionai.core.ct_checks import CTInputError, sanitize_text, special_file_kind
 
 __all__ = [
     "CT_SOP_CLASS_UIDS",
@@ -178,11 +178,7 @@ def _inspect_member(path: Path) -> tuple[str | None, bool]:
 
 
 def _special_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe), never opened"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device file, never opened"
-    return "a socket, never opened" if stat.S_ISSOCK(mode) else "a special file, never opened"
+    return f"{special_file_kind(mode)}, never opened"
 
 
 def check_unlisted_files(scan: FolderScan, listed: Sequence[str | os.PathLike]) -> None:
