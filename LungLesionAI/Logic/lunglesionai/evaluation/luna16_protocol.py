@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +54,8 @@ __all__ = [
     "HIT_CRITERION",
     "ScanMatch",
     "evaluate_detection",
+    "evaluate_detection_lidc",
+    "evaluate_detection_tables",
     "froc_curve",
     "froc_luna16",
     "match_scan",
@@ -66,6 +68,8 @@ FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """False positives per scan at which LUNA16 reads the FROC curve; CPM is the mean sensitivity there."""
 HIT_CRITERION = LUNA16_HIT_RULE
 """The hit rule as written into the metrics JSON (``hit_criterion``)."""
+_LUNG_KINDS = ("nodule", "mass")
+"""Findings that become predictions: nodules and masses (a nodule over 30 mm is reported as a mass)."""
 DEFAULT_BOOTSTRAP = 1000
 """Bootstrap resamples (over scans) for the 95 % confidence intervals."""
 CONFIDENCE = 0.95
@@ -266,8 +270,9 @@ def evaluate_detection(
 
     The scans evaluated are those of ``seriesuids_csv`` when given, else every seriesuid in ``annotations_csv``.
     Without ``predictions_csv``, each scan's image ``<seriesuid>.{mhd,mha,nii.gz,nii,nrrd}`` (also under
-    ``subsetN/``) is analysed with :func:`lunglesionai.pipeline.analyze_volume`; each nodule finding becomes a
-    prediction at its ``center_lps_mm`` with its ``detection_score``. Progress is logged as "case i/N".
+    ``subsetN/``) is analysed with :func:`lunglesionai.pipeline.analyze_volume`; each nodule or mass finding becomes a
+    prediction at its ``center_lps_mm`` with its ``detection_score``. Progress is logged as "case i/N". The
+    tables are then scored by :func:`evaluate_detection_tables`.
 
     Args:
         images_dir: folder of the images (unused, may be None, when ``predictions_csv`` is given).
@@ -295,22 +300,18 @@ def evaluate_detection(
     annotations = read_annotations(annotations_csv)
     excluded = read_annotations(excluded_csv, allow_unknown_diameter=True) if excluded_csv else {}
     scans = read_seriesuids(seriesuids_csv) if seriesuids_csv else list(annotations)
-    annotations = {s: annotations[s] for s in scans if s in annotations}
-    timings: dict[str, float] = {}
+    predictions, load_scan = None, None
     if predictions_csv:
         read = read_predictions(predictions_csv)
         predictions = {s: read[s] for s in scans if s in read}
         if len(predictions) < len(read):
             logger.info("%d scan(s) in %s are not evaluated; ignored", len(read) - len(predictions), predictions_csv)
     else:
-        predictions, timings = _predict_scans(images_dir, scans, pipeline_config)
-    if save_predictions_csv:
-        rows = [(s, *p) for s, table in predictions.items() for p in np.reshape(table, (-1, 4)).tolist()]
-        write_luna16_csv(save_predictions_csv, rows, PREDICTION_COLUMNS)
-    metrics = froc_luna16(predictions, annotations, excluded, len(scans), n_bootstrap=n_bootstrap)
-    metrics["timings_s"] = {s: round(t, 3) for s, t in timings.items()}
-    metrics["median_scan_s"] = round(float(np.median(list(timings.values()))), 3) if timings else None
-    metrics["per_scan"] = _per_scan(scans, predictions, annotations, excluded)
+        load_scan = _image_loader(images_dir, scans)
+    metrics = evaluate_detection_tables(
+        scans, annotations, excluded, load_scan=load_scan, predictions_by_scan=predictions,
+        pipeline_config=pipeline_config, save_predictions_csv=save_predictions_csv, n_bootstrap=n_bootstrap,
+    )
     metrics["inputs"] = {
         "images": str(images_dir) if images_dir and not predictions_csv else None,
         "annotations": str(annotations_csv),
@@ -322,10 +323,128 @@ def evaluate_detection(
     return metrics
 
 
-def _predict_scans(images_dir, scans: Sequence[str], pipeline_config) -> tuple[dict[str, np.ndarray], dict]:
-    """Analyse each scan's image with the pipeline: (predictions by scan, seconds by scan)."""
+def evaluate_detection_tables(
+    scans: Sequence[str],
+    annotations_by_scan: Mapping[str, np.ndarray],
+    excluded_by_scan: Mapping[str, np.ndarray] | None = None,
+    *,
+    load_scan: Callable[[str], object] | None = None,
+    predictions_by_scan: Mapping[str, np.ndarray] | None = None,
+    pipeline_config=None,
+    save_predictions_csv: str | os.PathLike | None = None,
+    n_bootstrap: int = DEFAULT_BOOTSTRAP,
+) -> dict:
+    """Score in-memory tables by the LUNA16 protocol, running the pipeline on each scan when no predictions are given.
+
+    Args:
+        scans: the scan names evaluated (the FP divisor is their number).
+        annotations_by_scan: scan -> (T, 4) reference nodules ``[x, y, z, diameter_mm]`` (LPS mm).
+        excluded_by_scan: scan -> (E, 4) excluded findings (diameter -1 = unknown), or None.
+        load_scan: scan -> :class:`lunglesionai.core.volume.Volume`, called once per scan (one in memory at a
+            time) when ``predictions_by_scan`` is None.
+        predictions_by_scan: scan -> (N, 4) ``[x, y, z, score]`` (LPS mm); the pipeline is not run.
+        pipeline_config: :class:`lunglesionai.pipeline.PipelineConfig` (default settings when None).
+        save_predictions_csv: also write the predictions used, in the LUNA16 submission format, to this file.
+        n_bootstrap: bootstrap resamples for the 95 % CIs (0: none).
+
+    Returns:
+        The :func:`froc_luna16` dict plus ``timings_s``, ``median_scan_s`` and ``per_scan`` (no ``inputs``).
+
+    Raises:
+        ValueError: no reference nodule among ``scans``, or neither ``load_scan`` nor ``predictions_by_scan``.
+
+    Example:
+        >>> m = evaluate_detection_tables(["a"], {"a": np.array([[0, 0, 0, 8.0]])},
+        ...                               predictions_by_scan={"a": np.array([[1, 0, 0, 0.9]])}, n_bootstrap=0)
+        >>> m["cpm"], m["per_scan"]["a"]["n_hit"]
+        (1.0, 1)
+    """
+    excluded = dict(excluded_by_scan or {})
+    annotations = {s: annotations_by_scan[s] for s in scans if s in annotations_by_scan}
+    if not sum(len(np.reshape(a, (-1, 4))) for a in annotations.values()):
+        raise ValueError(f"no reference nodule in the {len(scans)} scan(s) evaluated: FROC needs at least one")
+    timings: dict[str, float] = {}
+    if predictions_by_scan is not None:
+        predictions = {s: predictions_by_scan[s] for s in scans if s in predictions_by_scan}
+    elif load_scan is None:
+        raise ValueError("nothing to score: give predictions or a scan loader to run the pipeline")
+    else:
+        predictions, timings = _predict_scans(load_scan, scans, pipeline_config)
+    if save_predictions_csv:
+        rows = [(s, *p) for s, table in predictions.items() for p in np.reshape(table, (-1, 4)).tolist()]
+        write_luna16_csv(save_predictions_csv, rows, PREDICTION_COLUMNS)
+    metrics = froc_luna16(predictions, annotations, excluded, len(scans), n_bootstrap=n_bootstrap)
+    metrics["timings_s"] = {s: round(t, 3) for s, t in timings.items()}
+    metrics["median_scan_s"] = round(float(np.median(list(timings.values()))), 3) if timings else None
+    metrics["per_scan"] = _per_scan(scans, predictions, annotations, excluded)
+    return metrics
+
+
+def evaluate_detection_lidc(
+    images_dir: str | os.PathLike,
+    *,
+    min_readers: int = 1,
+    pipeline_config=None,
+    save_predictions_csv: str | os.PathLike | None = None,
+    n_bootstrap: int = DEFAULT_BOOTSTRAP,
+) -> dict:
+    """LUNA16 protocol on LIDC-IDRI scans as distributed: one folder per scan, a DICOM series and its reader XML.
+
+    Each scan's marks are read with :func:`lunglesionai.datasets.lidc_xml.read_lidc_scan` and turned into LUNA16
+    tables by :func:`lunglesionai.datasets.lidc_xml.luna16_rows`: nodules marked by >= ``min_readers`` readers are
+    the reference (each counted once); nodules of fewer readers, nodules < 3 mm and non-nodules are excluded
+    findings, whose hits are ignored (LUNA16's ``annotations_excluded.csv``). Scans are named by their folder.
+
+    Args:
+        images_dir: a scan folder, or a folder of scan folders (:func:`~lunglesionai.datasets.lidc_xml.find_lidc_scans`).
+        min_readers: fewest readers of a reference nodule (LUNA16 used 3).
+        pipeline_config: :class:`lunglesionai.pipeline.PipelineConfig` (default settings when None).
+        save_predictions_csv: also write the predictions (seriesuid column = scan folder name) to this file.
+        n_bootstrap: bootstrap resamples for the 95 % CIs (0: none).
+
+    Returns:
+        The :func:`evaluate_detection_tables` dict plus ``inputs`` (images, lidc_xml, min_readers, series_uids).
+
+    Raises:
+        FileNotFoundError: no scan folder.
+        lunglesionai.datasets.lidc_xml.LidcXmlError: an XML is malformed or does not fit its series.
+        ValueError: ``min_readers`` < 1, or no nodule of >= ``min_readers`` readers in any scan (all before the
+            pipeline runs).
+
+    Example:
+        >>> m = evaluate_detection_lidc("../shared/data/lidc_slabs", min_readers=1)  # doctest: +SKIP
+    """
+    from lunglesionai.datasets.lidc_xml import find_lidc_scans, luna16_rows, read_lidc_scan
+
+    if min_readers < 1:
+        raise ValueError(f"--min-readers must be >= 1, got {min_readers}")
+    lidc = {folder.name: read_lidc_scan(folder) for folder in find_lidc_scans(images_dir)}
+    annotations, excluded = {}, {}
+    for name, scan in lidc.items():
+        kept, ignored = luna16_rows(scan, min_readers, seriesuid=name)
+        annotations[name] = np.asarray([r[1:] for r in kept], dtype=float).reshape(-1, 4)
+        excluded[name] = np.asarray([r[1:] for r in ignored], dtype=float).reshape(-1, 4)
+    if not sum(len(a) for a in annotations.values()):
+        raise ValueError(f"{images_dir}: no nodule marked by >= {min_readers} reader(s) in its {len(lidc)} LIDC "
+                         "scan(s): FROC needs at least one")
+    metrics = evaluate_detection_tables(
+        list(lidc), annotations, excluded, load_scan=lambda name: lidc[name].load_volume(),
+        pipeline_config=pipeline_config, save_predictions_csv=save_predictions_csv, n_bootstrap=n_bootstrap,
+    )
+    metrics["inputs"] = {
+        "images": str(images_dir),
+        "lidc_xml": True,
+        "min_readers": int(min_readers),
+        "series_uids": {name: scan.series_uid for name, scan in lidc.items()},
+        "xml": {name: scan.xml_path.name for name, scan in lidc.items()},
+        "pipeline": _config_summary(pipeline_config),
+    }
+    return metrics
+
+
+def _image_loader(images_dir, scans: Sequence[str]) -> Callable[[str], object]:
+    """scan -> Volume reading ``<seriesuid>.*`` under ``images_dir``; every image is looked up before any work."""
     from lunglesionai.io.ct_files import load_volume
-    from lunglesionai.pipeline import PipelineConfig, analyze_volume
 
     if images_dir is None:
         raise FileNotFoundError("no images folder given and no predictions CSV: nothing to evaluate")
@@ -336,14 +455,22 @@ def _predict_scans(images_dir, scans: Sequence[str], pipeline_config) -> tuple[d
             f"{images_dir}: no image for {len(missing)} of {len(scans)} scan(s), e.g. {missing[:3]} "
             f"(looked for <seriesuid>.mhd/.mha/.nii.gz/.nii/.nrrd, also under subset*/)"
         )
+    return lambda scan: load_volume(images[scan])
+
+
+def _predict_scans(load_scan: Callable[[str], object], scans: Sequence[str],
+                   pipeline_config) -> tuple[dict[str, np.ndarray], dict]:
+    """Analyse each scan with the pipeline: (predictions by scan, seconds by scan)."""
+    from lunglesionai.pipeline import PipelineConfig, analyze_volume
+
     config = pipeline_config if pipeline_config is not None else PipelineConfig()
     predictions, timings = {}, {}
     for i, scan in enumerate(scans, start=1):
         logger.info("case %d/%d: %s", i, len(scans), scan)
-        start = time.perf_counter()
-        report = analyze_volume(load_volume(images[scan]), config)
+        start = time.perf_counter()  # reading the scan included, as before
+        report = analyze_volume(load_scan(scan), config)
         timings[scan] = time.perf_counter() - start
-        rows = [[*f.center_lps_mm, f.detection_score or 0.0] for f in report.nodules()]
+        rows = [[*f.center_lps_mm, f.detection_score or 0.0] for f in report.findings if f.kind in _LUNG_KINDS]
         predictions[scan] = np.asarray(rows, dtype=float).reshape(-1, 4)
     return predictions, timings
 
