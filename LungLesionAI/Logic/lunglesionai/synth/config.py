@@ -36,6 +36,8 @@ NODULE_DIAMETER_LIMITS_MM = (3.0, 30.0)
 SUPERSAMPLE_RANGE = (1, 6)
 #: Allowed number of nodules.
 N_NODULES_RANGE = (0, 30)
+#: Allowed number of ground-glass patches and of consolidations (each).
+N_OPACITIES_RANGE = (0, 12)
 #: Body width as a fraction of the in-plane field of view when ``body_width_mm`` is left to ``None``.
 AUTO_BODY_FILL = 0.92
 #: Body width range a config may ask for, mm (a small child-size chest to a large adult).
@@ -80,6 +82,10 @@ class PhantomConfig:
             ``None``: unenhanced blood (40 HU).
         abdominal_gas: put a gas bubble in the stomach fundus under the left hemidiaphragm (real scans have one;
             it tests that lung masks leave it out).
+        ground_glass_patches: number of infection-like patchy ground-glass opacities (−750…−450 HU, several
+            centimetres, soft edges, mostly subpleural; not nodules, see :mod:`.opacities`), 0–12. 0 (default) leaves
+            the phantom exactly as without the option.
+        consolidations: number of infection-like consolidations (−100…+50 HU, some with air bronchograms), 0–12.
 
     Raises:
         ValueError: a field is out of range; the message names the field and the value.
@@ -108,6 +114,8 @@ class PhantomConfig:
     airway_leaves_per_lung: Optional[int] = None
     contrast_hu: Optional[float] = None
     abdominal_gas: bool = True
+    ground_glass_patches: int = 0
+    consolidations: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape_zyx", tuple(int(n) for n in self.shape_zyx))
@@ -201,7 +209,8 @@ class PhantomConfig:
     def _validate_scalars(self) -> None:
         _check_range("noise_sigma_hu", self.noise_sigma_hu, NOISE_SIGMA_RANGE_HU, "HU")
         _check_range("noise_correlation_mm", self.noise_correlation_mm, (0.0, 3.0), "mm")
-        for name, bounds in (("supersample", SUPERSAMPLE_RANGE), ("n_nodules", N_NODULES_RANGE)):
+        for name, bounds in (("supersample", SUPERSAMPLE_RANGE), ("n_nodules", N_NODULES_RANGE),
+                             ("ground_glass_patches", N_OPACITIES_RANGE), ("consolidations", N_OPACITIES_RANGE)):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
                 raise ValueError(f"PhantomConfig.{name} must be an int, got {value!r}")

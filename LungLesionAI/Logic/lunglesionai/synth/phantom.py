@@ -1,16 +1,18 @@
 """``make_phantom``: a procedural chest CT with exact ground truth (nodules, lungs, vessels).
 
-Order of work: anatomy → coarse lung map → vessel trees, airways, ribs → nodule plan → background slices →
-tube layers (great vessels, pulmonary vessels, airway walls and lumens, rib cortex and marrow) → nodules →
-correlated noise → int16. Each random part has its own ``numpy`` generator spawned from one ``SeedSequence``
-(the config's seed), so the result is deterministic and, e.g., the number of nodules does not change the vessels.
+Order of work: anatomy → coarse lung map → vessel trees, airways, ribs → nodule plan → opacity plan (only when
+asked for) → background slices → tube layers (great vessels, pulmonary vessels, airway walls and lumens, rib
+cortex and marrow) → infection-like opacities → nodules → correlated noise → int16. Each random part has its own
+``numpy`` generator spawned from one ``SeedSequence`` (the config's seed), so the result is deterministic and, e.g.,
+the number of nodules does not change the vessels, and adding opacities changes nothing else (a phantom without
+them is bit for bit the one made before they existed).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
@@ -26,6 +28,7 @@ from .lungs import build_lung_map
 from .nodule_shapes import draw_nodule_specs
 from .nodules import NoduleTruth, nodule_truth, paint_nodule, render_nodule
 from .noise import correlated_noise_slabs, make_smooth_field
+from .opacities import OPACITY_KINDS, OpacityTruth, opacity_truth, paint_opacity, plan_opacities, render_opacity
 from .placement import place_nodules
 from .structures import build_airways, build_great_vessels, build_ribs
 from .tubes import OCCUPANCY_SCALE, Tubes, render_tubes
@@ -36,7 +39,7 @@ __all__ = ["Phantom", "make_phantom"]
 logger = logging.getLogger(__name__)
 
 #: Random streams spawned from the seed, one per part of the phantom.
-STREAMS = ("anatomy", "vessels", "airways", "nodules", "texture", "noise")
+STREAMS = ("anatomy", "vessels", "airways", "nodules", "texture", "noise", "opacities")
 #: Step of the lung's low-frequency texture at reference scale, mm.
 LUNG_TEXTURE_STEP_MM = 9.0
 #: Slices blended at a time when painting a tube layer.
@@ -59,6 +62,9 @@ class Phantom:
         config: the config that made it.
         vessel_trees: the four trees as tubes (right/left artery/vein), LPS mm.
         anatomy: the layout the phantom was drawn from (mm).
+        opacities: infection-like opacities (patchy ground glass "GGO<n>", consolidation "CON<n>"), which are
+            not nodules: use them as negatives and keep pasted nodules out of their masks
+            (:meth:`opacity_mask`); empty unless the config asks for them.
     """
 
     volume: Volume
@@ -68,6 +74,19 @@ class Phantom:
     config: PhantomConfig
     vessel_trees: list[VesselTree]
     anatomy: Anatomy
+    opacities: list[OpacityTruth] = field(default_factory=list)
+
+    def opacity_mask(self) -> np.ndarray:
+        """(Z, Y, X) bool union of the opacities' masks on the volume's grid (all False without opacities)."""
+        out = np.zeros(self.volume.shape_zyx, dtype=np.uint8)
+        for o in self.opacities:
+            o.mask.paste_into(out, 1)
+        return out.astype(bool)
+
+    def opacity_table(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per opacity (no masks): id, kind, lung, center_lps_mm, volume_mm3, mean_hu,
+        extent_mm, nominal_size_mm, subpleural, air_bronchograms, mask_voxels, mask_offset_kji."""
+        return [o.to_dict() for o in self.opacities]
 
     def truth_table(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per nodule (no masks): id, center_lps_mm, diameter_mm, texture, attachment, shape,
@@ -101,7 +120,14 @@ def make_phantom(config: Optional[PhantomConfig] = None) -> Phantom:
     lung_map = build_lung_map(anat)
     trees = build_vessel_trees(anat, lung_map, config, rng["vessels"])
     shapes = _plan_nodules(config, anat, lung_map, trees, grid, rng["nodules"])
+    counts = {"ground-glass": config.ground_glass_patches, "consolidation": config.consolidations}
+    plans = plan_opacities(counts, anat, lung_map, shapes, _fov_z(config, grid), rng["opacities"]) \
+        if any(counts.values()) else []
     hu, lung_mask, vessel_mask = _render_anatomy(config, anat, lung_map, trees, grid, rng)
+    opacity_renders = [(p, render_opacity(p, lung_mask, grid, shapes)) for p in plans]
+    opacity_renders = [(p, r) for p, r in opacity_renders if r is not None]
+    for _, r in opacity_renders:
+        paint_opacity(hu, r)
     renders = [render_nodule(s, anat, grid, config.supersample) for s in shapes]
     for r in renders:
         paint_nodule(hu, r)
@@ -114,10 +140,22 @@ def make_phantom(config: Optional[PhantomConfig] = None) -> Phantom:
     del hu
     truths = [nodule_truth(r, s, hu_int, lung_mask, grid, f"GT{i + 1}")
               for i, (r, s) in enumerate(zip(renders, shapes))]
+    opacities = _opacity_truths(opacity_renders, hu_int, lung_mask, grid)
     volume = grid.to_volume(hu_int, source=f"lunglesionai.synth phantom seed={config.seed}")
-    logger.info("phantom %s at %s mm: %d nodules in %.1f s", config.shape_zyx, config.spacing_mm, len(truths),
-                time.perf_counter() - t0)
-    return Phantom(volume, truths, lung_mask, vessel_mask, config, trees, anat)
+    logger.info("phantom %s at %s mm: %d nodules, %d opacities in %.1f s", config.shape_zyx, config.spacing_mm,
+                len(truths), len(opacities), time.perf_counter() - t0)
+    return Phantom(volume, truths, lung_mask, vessel_mask, config, trees, anat, opacities)
+
+
+def _opacity_truths(renders, hu_int: np.ndarray, lung_mask: np.ndarray, grid: Grid) -> list[OpacityTruth]:
+    """Truth of each rendered opacity, numbered per kind in placement order ("GGO1", "CON1", …)."""
+    counters = {kind: 0 for kind in OPACITY_KINDS}
+    out = []
+    for plan, render in renders:
+        counters[plan.style.kind] += 1
+        prefix = OPACITY_KINDS[plan.style.kind][1]
+        out.append(opacity_truth(render, plan, hu_int, lung_mask, grid, f"{prefix}{counters[plan.style.kind]}"))
+    return out
 
 
 def _render_anatomy(config: PhantomConfig, anat: Anatomy, lung_map, trees: list[VesselTree], grid: Grid,
@@ -149,9 +187,14 @@ def _plan_nodules(config, anat, lung_map, trees, grid: Grid, rng: np.random.Gene
     d_lo, d_hi = config.nodule_diameter_range_mm
     d_hi = max(min(d_hi, widest), d_lo)
     specs = draw_nodule_specs(config.n_nodules, (d_lo, d_hi), rng)
+    return place_nodules(specs, anat, lung_map, trees, _fov_z(config, grid), rng)
+
+
+def _fov_z(config: PhantomConfig, grid: Grid) -> tuple[float, float]:
+    """Heights (mm) that planned structures must lie within: the field of view less one slice at each end."""
     (z0, z1) = grid.extent_mm[2]
     margin = config.spacing_mm[2]
-    return place_nodules(specs, anat, lung_map, trees, (z0 + margin, z1 - margin), rng)
+    return (z0 + margin, z1 - margin)
 
 
 def _lung_texture(anat: Anatomy, rng: np.random.Generator):
