@@ -14,7 +14,9 @@ from lunglesionai.stages.fp_reduction import (
     FalsePositiveReducer,
     FprConfig,
     FprNet,
+    context_crops,
     grid_crops,
+    network_input,
 )
 from lunglesionai.training.fp_reduction import (
     FprTrainConfig,
@@ -40,16 +42,34 @@ def test_candidate_labels_use_grown_truth_boxes():
     np.testing.assert_array_equal(candidate_labels(centres, np.zeros((0, 6))), [0, 0, 0, 0])
 
 
+def test_context_crops_see_twice_as_far_at_half_the_resolution():
+    image = np.zeros((40, 40, 40), np.float32)
+    image[20, 20, 20] = 8.0  # the centre voxel
+    image[20, 20, 33] = 8.0  # 13 voxels away along z: outside a 16-voxel crop, inside the 32-voxel context
+    centre = np.array([[20.0, 20.0, 20.0]])
+    crop, context = grid_crops(image, centre, 16), context_crops(image, centre, 16)
+    assert context.shape == crop.shape == (1, 16, 16, 16)
+    assert crop.sum() == 8.0  # only the centre voxel
+    assert context.sum() == 2.0  # both voxels, each averaged over a 2x2x2 block (8 / 8)
+    assert context[0, 8, 8, 8] == 1.0 and context[0, 8, 8, 14] == 1.0  # (20 - 4) // 2 and (33 - 4) // 2 = 14
+    both = network_input(image, centre, FprConfig(crop_size=16, context=True))
+    assert both.shape == (1, 2, 16, 16, 16)
+    np.testing.assert_array_equal(both[:, 1], context)
+    assert network_input(image, centre, FprConfig(crop_size=16), margin=1).shape == (1, 1, 18, 18, 18)
+
+
 def test_network_shape_and_config():
     net = FprNet(FprConfig(crop_size=16, channels=(4, 8, 8)))
     assert net(torch.rand(3, 1, 16, 16, 16)).shape == (3,)
+    assert FprNet(FprConfig(crop_size=16, channels=(4, 8, 8), context=True))(torch.rand(3, 2, 16, 16, 16)).shape == (3,)
+    assert FprConfig.from_dict({"crop_size": 24, "channels": [8, 16, 32], "dropout": 0.2}).context is False
     with pytest.raises(ValueError, match="crop_size"):
         FprConfig(crop_size=18)
 
 
 def test_tiny_training_run_separates_balls_from_tubes(tmp_path):
     rng = np.random.default_rng(0)
-    crops = np.concatenate([_crops(40, "ball", rng), _crops(80, "tube", rng)])
+    crops = np.concatenate([_crops(40, "ball", rng), _crops(80, "tube", rng)])[:, None]
     labels = np.array([1] * 40 + [0] * 80)
     config = FprTrainConfig(steps=60, batch_size=16, threads=1, network=FprConfig(crop_size=16, channels=(4, 8, 8)))
     result = train_fpr(crops, labels, tmp_path / "fpr", config, extra={"operating_point": {"min_score": 0.4}})
@@ -68,7 +88,9 @@ def test_tiny_training_run_separates_balls_from_tubes(tmp_path):
 
 def test_training_needs_both_classes_and_loading_checks_the_folder(tmp_path):
     with pytest.raises(ValueError, match="positive and negative"):
-        train_fpr(np.zeros((4, 18, 18, 18), np.float32), np.ones(4, int), tmp_path / "x", FprTrainConfig(steps=1))
+        train_fpr(np.zeros((4, 1, 18, 18, 18), np.float32), np.ones(4, int), tmp_path / "x", FprTrainConfig(steps=1))
+    with pytest.raises(ValueError, match="crops must be"):  # no channel axis, or channels the network lacks
+        train_fpr(np.zeros((4, 18, 18, 18), np.float32), np.array([0, 1, 0, 1]), tmp_path / "x", FprTrainConfig(steps=1))
     with pytest.raises(ModelFileError, match="train fpr"):
         FalsePositiveReducer.load(tmp_path / "none")
 
@@ -83,11 +105,15 @@ def test_mining_labels_proposals_truth_and_random_negatives():
     boxes = np.array([[13.0, 13.0, 13.0, 21.0, 21.0, 21.0]], np.float32)  # the ball, centred at (17, 17, 17)
     case = TrainingCase("c", image[None], boxes)
     proposals = np.array([[17.0, 17.0, 17.0], [33.0, 33.0, 33.0]])
-    crops, labels = mine_candidates(lambda c: proposals, [case], crop_size=8, n_random=5, seed=0)
-    assert crops.shape[1:] == (10, 10, 10) and crops.dtype == np.float16
+    crops, labels = mine_candidates(lambda c: proposals, [case], FprConfig(crop_size=8), n_random=5, seed=0)
+    assert crops.shape[1:] == (1, 10, 10, 10) and crops.dtype == np.float16
     assert labels[:3].tolist() == [1, 0, 1]  # proposal on the ball, proposal elsewhere, the truth centre
     assert len(labels) <= 3 + 5 and labels[3:].sum() == 0  # random lung-density voxels are negatives
-    assert crops[0][5, 5, 5] > 0.5 and crops[1][5, 5, 5] < 0.2
+    assert crops[0][0, 5, 5, 5] > 0.5 and crops[1][0, 5, 5, 5] < 0.2
+    with_context, _ = mine_candidates(lambda c: proposals, [case], FprConfig(crop_size=8, context=True), n_random=5,
+                                      seed=0)
+    assert with_context.shape[1:] == (2, 10, 10, 10)
+    np.testing.assert_array_equal(with_context[:, :1], crops)  # channel 0 is the plain crop
 
 
 def test_classical_proposer_finds_phantom_nodules():

@@ -159,7 +159,7 @@ def run_train_fpr(args: argparse.Namespace) -> int:
         source = {"candidates": "classical multi-scale blob detector"}
     cases = training_cases(args.lidc, args.real_ct, composites, args.cache_dir)
     config = FprTrainConfig(steps=args.steps, seed=args.seed, threads=args.threads)
-    crops, labels = mine_candidates(propose, cases, config.network.crop_size, seed=args.seed)
+    crops, labels = mine_candidates(propose, cases, config.network, seed=args.seed)
     logger.info("mined %d positive / %d negative crops from %d cases in %.0f s", int(labels.sum()),
                 int((labels == 0).sum()), len(cases), time.monotonic() - start)
     result = train_fpr(crops, labels, args.out, config,

@@ -6,8 +6,11 @@ receptive field, trained on the detector's own hard negatives, decides nodule vs
 ``crop_size``³ crop of the detector's input grid (:class:`lunglesionai.stages.retina_detector.DetectionGrid`, isotropic
 ``spacing_mm``, HU window → [0, 1]) centred on the candidate, so no second resampling of the CT is needed.
 
-Crops are (B, 1, X, Y, Z) tensors in the grid's (x, y, z) axis order; outside the grid they are padded with 0
-(= -1000 HU, air).
+Crops are (B, C, X, Y, Z) tensors in the grid's (x, y, z) axis order; outside the grid they are padded with 0
+(= -1000 HU, air). Channel 0 is the ``crop_size``³ crop at the grid spacing; with ``FprConfig.context`` channel 1 is
+the context: a crop twice as wide, averaged 2×2×2 down to the same ``crop_size``³ (so at 1.5 mm, 36 mm of detail and
+72 mm of surroundings: enough to see whether a dense structure continues as a vessel or airway wall, or lies in a
+patch of diffuse opacity, beyond the 36 mm a single crop shows).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch import nn
 
 from lunglesionai.nets.model_store import ModelFileError, load_model, model_dir
 
-__all__ = ["FPR_FORMAT", "FprConfig", "FprNet", "grid_crops", "FalsePositiveReducer"]
+__all__ = ["FPR_FORMAT", "FprConfig", "FprNet", "grid_crops", "context_crops", "network_input", "FalsePositiveReducer"]
 
 FPR_FORMAT = "lunglesionai-fpr/1"
 WEIGHTS_FILE = "fpr.pt"
@@ -40,11 +43,18 @@ class FprConfig:
         crop_size: voxels per side of the crop (even, divisible by 4).
         channels: widths of the three convolution stages.
         dropout: dropout before the final linear layer.
+        context: add the context channel (module docstring); False = the single-crop network of the first models.
     """
 
     crop_size: int = 24
     channels: tuple[int, int, int] = (8, 16, 32)
     dropout: float = 0.2
+    context: bool = False
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: 1, or 2 with the context channel."""
+        return 2 if self.context else 1
 
     def __post_init__(self) -> None:
         if self.crop_size % 4 or self.crop_size < 8:
@@ -72,14 +82,15 @@ def _block(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class FprNet(nn.Module):
-    """(B, 1, S, S, S) crops in [0, 1] → (B,) logits of "nodule". Three conv stages (two 3×3×3 conv + BN + ReLU
-    each) with 2× max-pooling between them, global average and max pooling, dropout, linear."""
+    """(B, C, S, S, S) crops in [0, 1] (C = ``config.in_channels``) → (B,) logits of "nodule". Three conv stages
+    (two 3×3×3 conv + BN + ReLU each) with 2× max-pooling between them, global average and max pooling, dropout,
+    linear."""
 
     def __init__(self, config: FprConfig = FprConfig()) -> None:
         super().__init__()
         self.config = config
         c1, c2, c3 = config.channels
-        self.features = nn.Sequential(_block(1, c1), nn.MaxPool3d(2), _block(c1, c2), nn.MaxPool3d(2), _block(c2, c3))
+        self.features = nn.Sequential(_block(config.in_channels, c1), nn.MaxPool3d(2), _block(c1, c2), nn.MaxPool3d(2), _block(c2, c3))
         self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(2 * c3, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,6 +119,40 @@ def grid_crops(image: np.ndarray, centres_xyz: np.ndarray, size: int) -> np.ndar
     for n, (x, y, z) in enumerate(centres):  # padded index of voxel c - half is c
         out[n] = padded[x:x + size, y:y + size, z:z + size]
     return out
+
+
+def context_crops(image: np.ndarray, centres_xyz: np.ndarray, size: int) -> np.ndarray:
+    """Context crops: cubes of ``2 * size`` voxels centred as in :func:`grid_crops`, averaged over 2×2×2 blocks to
+    ``size``³ (twice the field of view at half the resolution; zero padding outside the image).
+
+    Args:
+        image: (X, Y, Z) grid image.
+        centres_xyz: (N, 3) fractional voxel coordinates (x, y, z).
+        size: output side, voxels (the crop read is ``2 * size``).
+
+    Returns:
+        (N, size, size, size) float32.
+    """
+    wide = grid_crops(image, centres_xyz, 2 * size)
+    return wide.reshape(len(wide), size, 2, size, 2, size, 2).mean(axis=(2, 4, 6), dtype=np.float32)
+
+
+def network_input(image: np.ndarray, centres_xyz: np.ndarray, config: FprConfig, margin: int = 0) -> np.ndarray:
+    """The classifier's input for each centre: (N, C, S, S, S) float32, C = ``config.in_channels``, S =
+    ``config.crop_size + 2 * margin`` (a margin leaves room for shift augmentation in training; the centre voxel
+    stays at index S // 2).
+
+    Args:
+        image: (X, Y, Z) detection grid image in [0, 1].
+        centres_xyz: (N, 3) fractional voxel coordinates (x, y, z) of the candidates.
+        config: the network's settings (crop size, context channel).
+        margin: voxels added on every side.
+    """
+    size = config.crop_size + 2 * margin
+    channels = [grid_crops(image, centres_xyz, size)]
+    if config.context:
+        channels.append(context_crops(image, centres_xyz, size))
+    return np.stack(channels, axis=1)
 
 
 class FalsePositiveReducer:
@@ -162,10 +207,10 @@ class FalsePositiveReducer:
         Returns:
             (N,) float64 probabilities (empty when N = 0).
         """
-        crops = grid_crops(image, centres_xyz, self.net.config.crop_size)
+        crops = network_input(image, centres_xyz, self.net.config)
         out = []
         for start in range(0, len(crops), batch):
-            x = torch.from_numpy(crops[start:start + batch])[:, None]
+            x = torch.from_numpy(crops[start:start + batch])
             logits = 0.5 * (self.net(x) + self.net(torch.flip(x, dims=(2,))))
             out.append(torch.sigmoid(logits).numpy())
         return np.concatenate(out).astype(float) if out else np.zeros(0)

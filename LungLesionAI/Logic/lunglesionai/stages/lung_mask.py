@@ -354,13 +354,20 @@ def _split_left_right(volume: Volume, lungs: np.ndarray, config: LungMaskConfig)
         xs = [_centroid_x_lps(volume, p) for p in parts]
         right, left = (parts[0], parts[1]) if xs[0] <= xs[1] else (parts[1], parts[0])
         out[right], out[left] = RIGHT_LUNG_LABEL, LEFT_LUNG_LABEL
-    if rest.size:
+    if rest.size and out.any():
+        # only pieces within closing_radius_mm of a lung are kept: the distance map is needed in the lungs' box
+        # grown by that radius, not over the whole scan (a whole-body CT's bowel gas made this the slowest step)
         spacing_zyx = volume.spacing_mm[::-1]
-        dist, nearest = ndi.distance_transform_edt(out == BACKGROUND_LABEL, sampling=spacing_zyx, return_indices=True)
+        pad = [int(np.ceil(config.closing_radius_mm / s)) + 1 for s in spacing_zyx]
+        box = ndi.find_objects((out > 0).astype(np.uint8))[0]
+        box = tuple(slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(box, pad, out.shape))
+        sub_out, sub_labels = out[box], labels[box]
+        dist, nearest = ndi.distance_transform_edt(sub_out == BACKGROUND_LABEL, sampling=spacing_zyx,
+                                                   return_indices=True)
         near = dist <= config.closing_radius_mm
         for lab in rest:
-            piece = (labels == lab) & near
-            out[piece] = out[tuple(ix[piece] for ix in nearest)]
+            piece = (sub_labels == lab) & near
+            sub_out[piece] = sub_out[tuple(ix[piece] for ix in nearest)]
     return out
 
 

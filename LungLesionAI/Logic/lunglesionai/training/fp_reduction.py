@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lunglesionai.nets.model_store import save_model
-from lunglesionai.stages.fp_reduction import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, grid_crops
+from lunglesionai.stages.fp_reduction import FPR_FORMAT, WEIGHTS_FILE, FprConfig, FprNet, network_input
 from lunglesionai.training.schedules import scheduled_step
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def combined_proposer(*proposers: Callable[[TrainingCase], np.ndarray]) -> Calla
     return propose
 
 
-def mine_candidates(propose: Callable[[TrainingCase], np.ndarray], cases, crop_size: int,
+def mine_candidates(propose: Callable[[TrainingCase], np.ndarray], cases, network: FprConfig,
                     n_random: int = RANDOM_NEGATIVES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Propose candidates on every training case; crops (with a 2-voxel margin for shift augmentation) and labels.
 
@@ -144,12 +144,13 @@ def mine_candidates(propose: Callable[[TrainingCase], np.ndarray], cases, crop_s
         propose: case -> (N, 3) candidate centres in grid voxels (:func:`learned_proposer`,
             :func:`classical_proposer`).
         cases: :class:`lunglesionai.training.detector.TrainingCase` list.
-        crop_size: the classifier's crop side.
+        network: the classifier's settings (crop side, context channel).
         n_random: random lung negatives per case.
         seed: seed of the random negatives.
 
     Returns:
-        (crops (N, S+2, S+2, S+2) float16, labels (N,) int64).
+        (crops (N, C, S+2, S+2, S+2) float16 (:func:`lunglesionai.stages.fp_reduction.network_input` with a
+        1-voxel margin), labels (N,) int64).
     """
     rng = np.random.default_rng(seed)
     crops, labels = [], []
@@ -162,21 +163,23 @@ def mine_candidates(propose: Callable[[TrainingCase], np.ndarray], cases, crop_s
         all_centres = np.concatenate([centres, truth_centres, random_centres])
         y = np.concatenate([candidate_labels(centres, case.boxes), np.ones(len(truth_centres), np.int64),
                             np.zeros(len(random_centres), np.int64)])
-        crops.append(grid_crops(case.image[0], all_centres, crop_size + 2).astype(np.float16))
+        crops.append(network_input(case.image[0], all_centres, network, margin=1).astype(np.float16))
         labels.append(y)
     return np.concatenate(crops), np.concatenate(labels)
 
 
 def _augment(crops: np.ndarray, rng: np.random.Generator, size: int) -> torch.Tensor:
-    out = np.empty((len(crops), size, size, size), np.float32)
+    """(N, C, S+2, S+2, S+2) crops → (N, C, S, S, S): one ±1-voxel shift, flips along x, y, z and an axial 90°
+    rotation per crop, the same for all its channels."""
+    out = np.empty((len(crops), crops.shape[1], size, size, size), np.float32)
     for n, crop in enumerate(crops):
         o = rng.integers(0, 3, size=3)
-        c = crop[o[0]:o[0] + size, o[1]:o[1] + size, o[2]:o[2] + size].astype(np.float32)
-        for axis in range(3):
+        c = crop[:, o[0]:o[0] + size, o[1]:o[1] + size, o[2]:o[2] + size].astype(np.float32)
+        for axis in (1, 2, 3):
             if rng.random() < 0.5:
                 c = np.flip(c, axis)
-        out[n] = np.rot90(c, k=int(rng.integers(4)), axes=(0, 1))
-    return torch.from_numpy(out)[:, None]
+        out[n] = np.rot90(c, k=int(rng.integers(4)), axes=(1, 2))
+    return torch.from_numpy(out)
 
 
 @dataclass
@@ -192,12 +195,23 @@ class FprTrainResult:
 
 
 def train_fpr(crops: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike, config: FprTrainConfig,
-              extra: dict | None = None) -> FprTrainResult:
+              extra: dict | None = None, weights: np.ndarray | None = None) -> FprTrainResult:
     """Train :class:`lunglesionai.stages.fp_reduction.FprNet` on mined crops and write ``fpr.pt`` + ``config.json``.
 
+    Args:
+        crops: (N, C, S+2, S+2, S+2) mined crops (:func:`mine_candidates`), C = ``config.network.in_channels``.
+        labels: (N,) 1 nodule, 0 not a nodule; other values (e.g. -1, "ignore") are never drawn.
+        out_dir: model folder to write.
+        config: training settings.
+        extra: more ``config.json`` fields (data description, operating point).
+        weights: (N,) relative chance of each row to be drawn within its class (e.g. to balance host CTs); None:
+            uniform.
+
     Raises:
-        ValueError: a class is missing.
+        ValueError: a class is missing, or the crops' channels do not match the network.
     """
+    if crops.ndim != 5 or crops.shape[1] != config.network.in_channels:
+        raise ValueError(f"crops must be (N, {config.network.in_channels}, S+2, S+2, S+2), got {crops.shape}")
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError(f"need positive and negative crops, got {len(pos)} and {len(neg)}")
@@ -209,10 +223,13 @@ def train_fpr(crops: np.ndarray, labels: np.ndarray, out_dir: str | os.PathLike,
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     half = config.batch_size // 2
     size = config.network.crop_size
+    p_pos = p_neg = None
+    if weights is not None:
+        p_pos, p_neg = (np.asarray(weights, float)[rows] / np.asarray(weights, float)[rows].sum() for rows in (pos, neg))
     losses = []
     start = time.monotonic()
     for step in range(config.steps):
-        rows = np.concatenate([rng.choice(pos, half), rng.choice(neg, config.batch_size - half)])
+        rows = np.concatenate([rng.choice(pos, half, p=p_pos), rng.choice(neg, config.batch_size - half, p=p_neg)])
         x = _augment(crops[rows], rng, size)
         y = torch.from_numpy(labels[rows].astype(np.float32))
         loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
