@@ -85,9 +85,10 @@ class LungLesionAI(ScriptedLoadableModule):
         self.parent.dependencies = ["Segmentations", "Markups"]
         self.parent.contributors = ["LungLesionAI developers"]
         self.parent.helpText = _(
-            "Finds lung nodules in a chest CT, outlines each one in 3D and measures it (diameter, axes, volume, "
-            "mean HU, texture, malignancy and invasiveness surrogate). Results appear as a segmentation (one segment "
-            "per nodule, DICOM terminology), a point list and a findings table; click a row to go to the finding, "
+            "Finds lung nodules and masses (lesions over 30 mm) in a chest CT, outlines each one in 3D and measures "
+            "it (diameter, axes, volume, mean HU, texture; for nodules also malignancy and invasiveness surrogate: "
+            "masses are not graded). Results appear as a segmentation (one segment per nodule or mass, DICOM "
+            "terminology), a point list and a findings table; click a row to go to the finding, "
             "accept or reject it, correct its outline in Segment Editor and press <b>Update measurements</b>. "
             "<b>Save report</b> writes the reviewed result with an HTML report. The analysis runs in the background "
             "(Cancel stops it). The same analysis runs without Slicer: <code>lunglesionai analyze CT -o OUT</code>. "
@@ -682,13 +683,14 @@ class LungLesionAITest(ScriptedLoadableModuleTest):
             tag = vtk.reference("")
             self.assertTrue(segment.GetTag("TerminologyEntry", tag))
             self.assertIn("SCT^27925004^Nodule", str(tag))
-        self.assertEqual(points.GetNumberOfControlPoints(), len([f for f in findings if f.kind == "nodule"]))
+        lungFindings = [f for f in findings if f.kind in ("nodule", "mass")]
+        self.assertEqual(points.GetNumberOfControlPoints(), len(lungFindings))
         self.assertEqual(table.GetNumberOfRows(), len(findings))
         self.assertEqual([table.GetCellText(row, 0) for row in range(table.GetNumberOfRows())],
                          [f.id for f in findings])
         pointsLps = np.array([mrml.ras_to_lps(points.GetNthControlPointPosition(n))[0]
                               for n in range(points.GetNumberOfControlPoints())]).reshape(-1, 3)
-        centres = np.array([f.center_lps_mm for f in findings if f.kind == "nodule"]).reshape(-1, 3)
+        centres = np.array([f.center_lps_mm for f in lungFindings]).reshape(-1, 3)
         np.testing.assert_allclose(pointsLps, centres, atol=1e-3)
         hits = 0
         for nodule in phantom.nodules:

@@ -72,7 +72,8 @@ def test_review_states_round_trip():
 
 def test_finding_validates_kind_and_status():
     with pytest.raises(ValueError, match="kind"):
-        Finding("N1", "mass", (0, 0, 0), ((0, 0, 0), (1, 1, 1)))
+        Finding("N1", "tumour", (0, 0, 0), ((0, 0, 0), (1, 1, 1)))
+    assert Finding("M1", "mass", (0, 0, 0), ((0, 0, 0), (1, 1, 1))).kind == "mass"
     with pytest.raises(ValueError, match="status"):
         Finding("N1", "nodule", (0, 0, 0), ((0, 0, 0), (1, 1, 1)), status="maybe")
 

@@ -80,7 +80,7 @@ def test_table_has_one_row_per_finding_with_the_report_values(loaded):
     table_node = scene.GetNodeByID(results.table_node_id)
     assert table_node.IsA("vtkMRMLTableNode")
     assert [table_node.GetColumnName(c) for c in range(table_node.GetNumberOfColumns())] == [
-        "id", "diameter", "volume", "mean HU", "texture", "malignancy", "invasiveness", "score", "status"]
+        "id", "kind", "diameter", "volume", "mean HU", "texture", "malignancy", "invasiveness", "score", "status"]
     assert table_node.GetColumnTitle("diameter") == "Diameter (mm)" and table_node.GetUseColumnTitleAsColumnHeader()
     rows = _table_rows(scene, results)
     assert [row["id"] for row in rows] == [f.id for f in report.findings] == ["N1", "N2", "N3", "L1"]

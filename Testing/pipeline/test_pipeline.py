@@ -67,6 +67,7 @@ def test_finds_most_phantom_nodules_with_few_false_positives(phantom, report):
 
 
 def test_findings_are_consistent(phantom, report):
+    assert report.masses() == []  # the phantom has no lesion over 30 mm
     ids = [f.id for f in report.findings]
     assert ids == [f"N{i}" for i in range(1, len(ids) + 1)]
     scores = [f.detection_score for f in report.findings]
@@ -150,15 +151,18 @@ def test_progress_callback_reaches_one(phantom):
 
 @pytest.fixture(scope="module")
 def tiny_fpr(tmp_path_factory):
-    """An FPR model trained for a few steps on synthetic balls vs tubes (behaviour, not quality, is tested)."""
+    """An FPR model with the context channel trained for a few steps on synthetic balls vs tubes (behaviour, not
+    quality, is tested)."""
     from crop_fixtures import _crops
     from lunglesionai.stages.fp_reduction import FprConfig
     from lunglesionai.training.fp_reduction import FprTrainConfig, train_fpr
 
     rng = np.random.default_rng(0)
     crops = np.concatenate([_crops(16, "ball", rng), _crops(16, "tube", rng)])
+    crops = np.stack([crops, crops], axis=1)  # the crop and (here, a stand-in for) its context channel
     folder = tmp_path_factory.mktemp("fpr")
-    config = FprTrainConfig(steps=5, batch_size=8, threads=1, network=FprConfig(crop_size=16, channels=(4, 4, 4)))
+    config = FprTrainConfig(steps=5, batch_size=8, threads=1,
+                            network=FprConfig(crop_size=16, channels=(4, 4, 4), context=True))
     train_fpr(crops, np.array([1] * 16 + [0] * 16), folder, config,
               extra={"grid_spacing_mm": 1.5, "operating_point": {"min_score": 0.0}})
     return folder

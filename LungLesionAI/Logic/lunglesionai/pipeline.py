@@ -14,6 +14,9 @@ Stages (each a function of arrays and geometry; no files, no Slicer):
    (:func:`lunglesionai.stages.segmentation.ball_mask`, ``extra["mask_source"]`` "detector box").
 5. ``measurement``: centre, axes, volume, mean HU, texture from each mask (:mod:`lunglesionai.stages.measurements`),
    then duplicate merging.
+   Masses (lesions over 30 mm, :mod:`lunglesionai.stages.masses`) are searched and segmented classically in the
+   segmentation stage, from their own seeds and from candidates whose nodule mask came out over 30 mm; nodule
+   findings inside a mass are merged into it. Masses bypass the operating point and the FP reduction.
 6. ``grading``: the learned DenseSharp grader (:mod:`lunglesionai.stages.grading`) outlines each finding again and adds
    malignancy probability, texture and the invasiveness surrogate; measurements are redone on its mask.
 
@@ -38,6 +41,7 @@ from lunglesionai.core.vocabulary import DEFAULT_DETECTOR, DETECTOR_NAMES, DEVIC
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.blob_detector import LEARNED_METHOD_NAME, BlobDetectorConfig, Candidate
 from lunglesionai.stages.lung_mask import segment_lungs
+from lunglesionai.stages.masses import MassConfig, find_mass_seeds, segment_mass_with_shape
 from lunglesionai.stages.measurements import measure_mask
 from lunglesionai.stages.nodule_detection import detect_nodules, load_learned_model, torch_device
 from lunglesionai.stages.scan_coverage import scan_warnings
@@ -54,6 +58,13 @@ ProgressCallback = Callable[[str, float], None]
 #: Share of the run each stage takes on a typical CT, for the progress fraction.
 #: A learned mask more than this many times the classical equivalent diameter is not trusted.
 MAX_LEARNED_DIAMETER_RATIO = 1.6
+
+#: Finding id prefix per kind ("N1", "M1", "L1").
+_ID_PREFIXES = {"nodule": "N", "mass": "M", "lesion": "L"}
+#: What the report's stages say about masses.
+MASS_METHOD = ("masses: classical (dense-tissue cores surrounded by lung, ray-cast cut at the mediastinum/chest wall, "
+               "vessel opening; > 30 mm, compact, mostly in the lung)")
+MASS_NOT_GRADED = "not graded: mass (the grader was trained on nodules)"
 
 _STAGE_WEIGHTS = {"lung_mask": 0.15, "detection": 0.4, "segmentation": 0.2, "measurement": 0.05, "grading": 0.1,
                   "uld": 0.1}
@@ -84,6 +95,8 @@ class PipelineConfig:
             scans; its measured performance is in ``models/uld/uld.card.md``); ``uld_model_dir`` its folder.
         device: "auto" (CUDA when torch sees one), "cpu" or "cuda" for the learned detector and ULD (the grader
             and the FP reduction run on the CPU); ``Report.device`` says where they ran.
+        masses: also report lesions over ``mass.min_diameter_mm`` as kind "mass" (:mod:`lunglesionai.stages.masses`);
+            ``mass`` its settings.
     """
 
     detector: str = DEFAULT_DETECTOR
@@ -100,6 +113,8 @@ class PipelineConfig:
     device: str = "auto"
     uld: bool = False
     uld_model_dir: Optional[str] = None
+    masses: bool = True
+    mass: MassConfig = field(default_factory=MassConfig)
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTOR_NAMES:
@@ -149,7 +164,8 @@ def analyze_volume(
         progress: optional ``progress(stage, fraction)`` callback, called when each stage starts and ends.
 
     Returns:
-        Report whose findings (kind "nodule", ids "N1", "N2", … by decreasing detection score) carry masks on
+        Report whose findings (kind "mass", ids "M1", …, then kind "nodule", ids "N1", "N2", …, each by decreasing
+        detection score; then ULD lesions "L1", …) carry masks on
         ``volume``'s own grid and LPS-mm measurements; ``Report.stages`` says which method ran per stage;
         ``Report.warnings`` what was not covered (no lung found, one lung, thick slices:
         :func:`lunglesionai.stages.scan_coverage.scan_warnings`).
@@ -187,14 +203,21 @@ def analyze_volume(
         masks = [_segment_candidate(lps_volume, c, lung_mask) for c in candidates]
         stages["segmentation"] = ("classical (adaptive threshold, region growing, vessel/pleura detachment; a learned "
                                   "detection that cannot be separated keeps the detector's ball)")
+        masses = _find_masses(lps_volume, lung_mask, candidates, masks, config) if config.masses else []
     with tracker("measurement"):
         findings = _measure_findings(lps_volume, candidates, masks, config)
         findings = merge_duplicates(findings)
+        masses, findings = _merge_into_masses(lps_volume, masses, findings)
         stages["measurement"] = "mask-based (equivalent diameter, axial long/short axis, volume, mean HU, texture)"
     if config.grade:
         with tracker("grading"):
             findings, stages, grader_models = _grade_findings(lps_volume, lung_mask, findings, stages, config)
         models += grader_models
+        if config.masses:
+            stages["grading"] += f"; {MASS_NOT_GRADED}"
+    if config.masses:
+        stages["segmentation"] += f"; {MASS_METHOD}"
+    findings = masses + findings
     lesions: list[Finding] = []
     if config.uld:
         with tracker("uld"):
@@ -398,7 +421,86 @@ def _mask_to_input_grid(finding: Finding, permutation, shape_zyx: tuple[int, int
 
 
 def _renumber(findings: list[Finding]) -> list[Finding]:
-    return [replace(f, id=f"N{i}") for i, f in enumerate(findings, start=1)]
+    """Ids by kind in list order: "M1", "M2", … for masses, "N1", "N2", … for nodules."""
+    counts: dict[str, int] = {}
+    renumbered = []
+    for f in findings:
+        counts[f.kind] = counts.get(f.kind, 0) + 1
+        renumbered.append(replace(f, id=f"{_ID_PREFIXES[f.kind]}{counts[f.kind]}"))
+    return renumbered
+
+
+def _find_masses(volume: Volume, lung_mask: np.ndarray, candidates: list[Candidate],
+                 masks: list[tuple[Optional[FindingMask], str]], config: PipelineConfig) -> list[Finding]:
+    """Masses (kind "mass", by decreasing score) from the mass search's seeds and from the candidates whose nodule
+    mask is over ``config.max_diameter_mm`` (:mod:`lunglesionai.stages.masses`); a seed inside a mass already found
+    is skipped. Score: the highest score of a candidate whose centre lies in the mass, else the rule's lung contact.
+    """
+    voxel_mm3 = volume.voxel_volume_mm3
+    big = [c.center_kji for c, (m, _) in zip(candidates, masks)
+           if m is not None and (6 * m.voxel_count * voxel_mm3 / np.pi) ** (1 / 3) > config.max_diameter_mm]
+    labels = np.zeros(volume.shape_zyx, bool)
+    found: list[Finding] = []
+    for seed in list(find_mass_seeds(volume, lung_mask, config.mass)) + big:
+        if labels[_index(seed, volume.shape_zyx)]:
+            continue
+        result = segment_mass_with_shape(volume, seed, lung_mask, config.mass)
+        if result is None:
+            continue
+        mask, shape = result
+        mask.paste_into(labels, True)
+        inside = [c.score for c in candidates if _kji_in_mask(c.center_kji, mask)]
+        score = max(inside) if inside else shape.lung_contact
+        m = measure_mask(volume, mask)
+        found.append(Finding(
+            id="", kind="mass", detection_score=float(np.clip(score, 0.0, 1.0)), **m.finding_fields(),
+            texture=m.texture,
+            extra={"detector": "classical mass rule", "mask_source": "classical mass",
+                   "score_source": "nodule candidate" if inside else "mass rule (lung contact)",
+                   "grading": MASS_NOT_GRADED, "solidity": round(shape.solidity, 3),
+                   "elongation": round(shape.elongation, 3), "lung_contact": round(shape.lung_contact, 3)},
+            mask=mask))
+    logger.info("%d mass(es)", len(found))
+    return sorted(found, key=lambda f: -(f.detection_score or 0.0))
+
+
+def _index(center_kji, shape_zyx) -> tuple[int, int, int]:
+    return tuple(int(v) for v in np.clip(np.round(center_kji), 0, np.subtract(shape_zyx, 1)))
+
+
+def _merge_into_masses(volume: Volume, masses: list[Finding],
+                       nodules: list[Finding]) -> tuple[list[Finding], list[Finding]]:
+    """(masses, nodules left): a nodule whose centre lies inside a mass's mask or whose mask overlaps it is merged
+    into the mass (dropped; the mass counts it in ``extra["merged_findings"]``); a mass takes the highest score of
+    what it absorbed."""
+    merged = {id(m): [] for m in masses}
+    left = []
+    for nodule in nodules:
+        owner = next((m for m in masses if _inside_mask(volume, nodule.center_lps_mm, m)
+                      or (nodule.mask is not None and _masks_overlap(nodule.mask, m.mask))), None)
+        if owner is None:
+            left.append(nodule)
+        else:
+            merged[id(owner)].append(nodule)
+    out = []
+    for mass in masses:
+        parts = merged[id(mass)]
+        score = max([mass.detection_score or 0.0] + [p.detection_score or 0.0 for p in parts])
+        out.append(replace(mass, detection_score=score, extra={**mass.extra, "merged_findings": len(parts)}))
+    return sorted(out, key=lambda f: -(f.detection_score or 0.0)), left
+
+
+def _inside_mask(volume: Volume, center_lps_mm, finding: Finding) -> bool:
+    """Whether an LPS point's voxel is set in the finding's mask (on ``volume``'s grid)."""
+    return finding.mask is not None and _kji_in_mask(volume.lps_to_kji([center_lps_mm])[0], finding.mask)
+
+
+def _kji_in_mask(center_kji, mask: FindingMask) -> bool:
+    """Whether the voxel nearest a (k, j, i) index is set in the mask."""
+    kji = np.round(np.asarray(center_kji, dtype=float)).astype(int) - np.asarray(mask.offset_kji)
+    if np.any(kji < 0) or np.any(kji >= mask.array.shape):
+        return False
+    return bool(mask.array[tuple(kji)])
 
 
 class _StageTracker:

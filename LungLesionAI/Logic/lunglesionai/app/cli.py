@@ -35,8 +35,8 @@ RUN_LOG_NAME = "lunglesionai.log"
 """The log of a run (every message at INFO and above, library warnings included), written into the output folder."""
 #: Sub-commands whose parsers import heavy modules: registered only when the command line asks for them.
 _LAZY_COMMANDS = {
-    "evaluate": "measure the pipeline against ground truth (phantom, detection, lidc-voi, uld)",
-    "train": "train a model (grader, detector, fpr, uld)",
+    "evaluate": "measure the pipeline against ground truth (phantom, detection, false-positives, lidc-voi, uld)",
+    "train": "train a model (grader, detector, fpr, fpr-hosts, uld)",
     "make-composites": "paste real LIDC nodules into real / phantom lungs (LUNA16-style folder; not clinical scans)",
 }
 
@@ -94,13 +94,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """``lunglesionai bench``: per-stage timings and peak memory on a 512×512×300 phantom."""
+    """``lunglesionai bench``: per-stage timings and peak memory on a 512×512×300 phantom or a given CT."""
     from lunglesionai.app.bench import BenchConfig, format_benchmark, run_benchmark
     from lunglesionai.core.output_folder import check_output_file, write_json_atomic
 
     if args.json:
         check_output_file(args.json)
-    config = BenchConfig(shape_zyx=tuple(args.shape), spacing_mm=tuple(args.spacing), repeats=args.repeats)
+    config = BenchConfig(shape_zyx=tuple(args.shape), spacing_mm=tuple(args.spacing), repeats=args.repeats,
+                         input_path=args.input, uld=not args.no_uld)
     result = run_benchmark(config)
     print(format_benchmark(result))
     if args.json:
@@ -132,9 +133,11 @@ def run_evaluate_phantom(args: argparse.Namespace) -> int:
 def _print_findings(report) -> None:
     for warning in report.warnings:
         print(f"warning: {warning}")
-    nodules = report.nodules()
+    masses, nodules = report.masses(), report.nodules()
+    if masses:
+        print(f"{len(masses)} mass finding(s) (over 30 mm; not graded)")
     print(f"{len(nodules)} nodule finding(s)")
-    for f in nodules:
+    for f in masses + nodules:
         x, y, z = f.center_lps_mm
         print(f"  {f.id}: LPS ({x:.1f}, {y:.1f}, {z:.1f}) mm, {f.summary()}")
     lesions = report.lesions()
@@ -165,8 +168,12 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
     add_progress_arguments(p)
     p.set_defaults(func=run_demo)
 
-    p = sub.add_parser("bench", help="per-stage seconds and peak memory on a clinical-size phantom")
+    p = sub.add_parser("bench", help="per-stage seconds and peak memory on a clinical-size phantom or a given CT")
     p.add_argument("--json", help="also write the result as JSON to this file")
+    p.add_argument("--input", metavar="CT", help="time this CT (DICOM folder or file, NIfTI, NRRD, MHA/MHD) "
+                   "instead of the phantom; --shape and --spacing are then ignored")
+    p.add_argument("--no-uld", action="store_true", help="leave universal lesion detection out (as analyze does "
+                   "by default); it is timed unless this is given")
     p.add_argument("--repeats", type=int, default=3, help="runs; medians are reported (default 3)")
     p.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("Z", "Y", "X"))
     p.add_argument("--spacing", type=float, nargs=3, default=[0.7, 0.7, 1.0], metavar=("X", "Y", "Z"))
@@ -209,6 +216,7 @@ def _add_analyze_parser(sub) -> None:
 def _fill_evaluate_parser(p: argparse.ArgumentParser) -> None:
     from lunglesionai.app.evaluate_commands import (
         add_evaluate_detection_parser,
+        add_evaluate_false_positives_parser,
         add_evaluate_lidc_parser,
         add_evaluate_uld_parser,
     )
@@ -222,11 +230,13 @@ def _fill_evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the metrics as JSON to this file")
     p.set_defaults(func=run_evaluate_phantom)
     add_evaluate_detection_parser(evaluate)
+    add_evaluate_false_positives_parser(evaluate)
     add_evaluate_lidc_parser(evaluate)
     add_evaluate_uld_parser(evaluate)
 
 
 def _fill_train_parser(p: argparse.ArgumentParser) -> None:
+    from lunglesionai.app.fpr_hosts_command import add_train_fpr_hosts_parser
     from lunglesionai.app.train_commands import (
         add_train_detector_parser,
         add_train_fpr_parser,
@@ -238,6 +248,7 @@ def _fill_train_parser(p: argparse.ArgumentParser) -> None:
     add_train_grader_parser(train)
     add_train_detector_parser(train)
     add_train_fpr_parser(train)
+    add_train_fpr_hosts_parser(train)
     add_train_uld_parser(train)
 
 

@@ -16,7 +16,9 @@ from typing import Any, Optional
 import numpy as np
 
 from lunglesionai.core.vocabulary import (  # noqa: F401  (re-exported for callers of lunglesionai.core.findings)
+    FINDING_KINDS,
     INVASIVENESS_CLASSES,
+    LUNG_FINDING_KINDS,
     NOT_RUN,
     REVIEW_STATES,
     STAGES,
@@ -111,8 +113,10 @@ class Finding:
     Coordinates are LPS mm; lengths mm; volume mm³; intensities HU. ``None`` means "not computed".
 
     Args:
-        id: stable identifier shown to users ("N1", "L1", ...).
-        kind: "nodule" (lung nodule pipeline) or "lesion" (universal lesion detection).
+        id: stable identifier shown to users ("N1", "M1", "L1", ...).
+        kind: "nodule" (lung nodule pipeline, 3-30 mm), "mass" (lung lesion over 30 mm, classical mass rule; not
+            graded: ``malignancy_probability`` and ``invasiveness`` stay None) or "lesion" (universal lesion
+            detection).
         center_lps_mm: (x, y, z) centre.
         bbox_lps_mm: ((x0, y0, z0), (x1, y1, z1)), min and max corners.
         detection_score: detector confidence in [0, 1] (a classical detector's normalised response).
@@ -147,8 +151,8 @@ class Finding:
     mask: Optional[FindingMask] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("nodule", "lesion"):
-            raise ValueError(f"Finding.kind must be 'nodule' or 'lesion', got {self.kind!r}")
+        if self.kind not in FINDING_KINDS:
+            raise ValueError(f"Finding.kind must be one of {FINDING_KINDS}, got {self.kind!r}")
         if self.status not in REVIEW_STATES:
             raise ValueError(f"Finding.status must be proposed/accepted/rejected, got {self.status!r}")
 
@@ -229,6 +233,15 @@ class Report:
     def nodules(self) -> list[Finding]:
         """Findings of kind "nodule", in report order."""
         return [f for f in self.findings if f.kind == "nodule"]
+
+    def masses(self) -> list[Finding]:
+        """Findings of kind "mass", in report order."""
+        return [f for f in self.findings if f.kind == "mass"]
+
+    def lung_findings(self) -> list[Finding]:
+        """Findings of the lung pipeline (kinds "mass" and "nodule", :data:`LUNG_FINDING_KINDS`), in report order:
+        what ``nodules.seg.nrrd`` and ``nodules.mrk.json`` hold."""
+        return [f for f in self.findings if f.kind in LUNG_FINDING_KINDS]
 
     def lesions(self) -> list[Finding]:
         """Findings of kind "lesion", in report order."""

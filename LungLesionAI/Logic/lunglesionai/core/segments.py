@@ -5,7 +5,8 @@ Shared by the ``.seg.nrrd`` writer (:mod:`lunglesionai.io.outputs`), report.html
 (:mod:`lunglesionai.mrml.scene`), so that a file and a scene name and colour a finding alike. Coordinates: the
 package works in LPS millimetres; Slicer's scene stores RAS (x and y negated; see Slicer's
 ``Docs/user_guide/coordinate_systems.md``). Terminology: SNOMED CT codes as in Slicer's "3D Slicer General Anatomy
-list" (category SCT 49755003 Morphologically Altered Structure; type SCT 27925004 Nodule or SCT 52988006 Lesion).
+list" (category SCT 49755003 Morphologically Altered Structure; type SCT 27925004 Nodule, SCT 4147007 Mass or
+SCT 52988006 Lesion).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from lunglesionai.core.volume import ijk_to_lps_matrix
 
 __all__ = [
     "FINDING_ID_TAG",
+    "MASS_COLOR_RGB",
     "SEGMENT_COLORS_RGB",
     "TERMINOLOGY_TAG",
     "SegmentStyle",
@@ -43,8 +45,11 @@ _TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anato
 _ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 _CATEGORY_ALTERED_STRUCTURE = ("SCT", "49755003", "Morphologically Altered Structure")
 #: DICOM (SNOMED CT) type code per finding kind.
-_TYPE_CODES = {"nodule": ("SCT", "27925004", "Nodule"), "lesion": ("SCT", "52988006", "Lesion")}
-_SEGMENT_BASE_NAMES = {"nodule": "Nodule", "lesion": "Lesion"}
+_TYPE_CODES = {"nodule": ("SCT", "27925004", "Nodule"), "mass": ("SCT", "4147007", "Mass"),
+               "lesion": ("SCT", "52988006", "Lesion")}
+_SEGMENT_BASE_NAMES = {"nodule": "Nodule", "mass": "Mass", "lesion": "Lesion"}
+#: Masses have one colour of their own (magenta), not in :data:`SEGMENT_COLORS_RGB`, so a mass stands out.
+MASS_COLOR_RGB = (1.0, 0.0, 1.0)
 #: Slicer segment status (machine-readable) per finding review state.
 _SEGMENT_STATUS = {"proposed": "inprogress", "accepted": "completed", "rejected": "flagged"}
 #: Distinct segment colours (RGB in [0, 1]), used in turn by report order.
@@ -61,8 +66,8 @@ class SegmentStyle:
 
     Args:
         finding_id: the finding's id (also the segment id).
-        name: "Nodule k" / "Lesion k", k counting findings of that kind in report order from 1.
-        color_rgb: RGB in [0, 1].
+        name: "Nodule k" / "Mass k" / "Lesion k", k counting findings of that kind in report order from 1.
+        color_rgb: RGB in [0, 1] (:data:`MASS_COLOR_RGB` for every mass).
         terminology: Slicer terminology entry string (``TerminologyEntry`` tag).
         status: Slicer segment status ("inprogress", "completed" or "flagged").
     """
@@ -106,7 +111,7 @@ def segment_styles(findings: list[Finding]) -> dict[str, SegmentStyle]:
         styles[finding.id] = SegmentStyle(
             finding.id,
             f"{_SEGMENT_BASE_NAMES[finding.kind]} {counts[finding.kind]}",
-            SEGMENT_COLORS_RGB[index % len(SEGMENT_COLORS_RGB)],
+            MASS_COLOR_RGB if finding.kind == "mass" else SEGMENT_COLORS_RGB[index % len(SEGMENT_COLORS_RGB)],
             terminology_string(finding.kind),
             _SEGMENT_STATUS[finding.status],
         )

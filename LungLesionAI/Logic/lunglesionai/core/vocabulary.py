@@ -15,6 +15,7 @@ __all__ = [
     "DEVICES",
     "FINDING_KINDS",
     "INVASIVENESS_CLASSES",
+    "LUNG_FINDING_KINDS",
     "NO_LUNG_WARNING",
     "NOT_RUN",
     "REVIEW_STATES",
@@ -26,8 +27,11 @@ STAGES = ("lung_mask", "detection", "fp_reduction", "segmentation", "measurement
 """Pipeline stages, in running order (keys of ``Report.stages`` and ``Report.timings_s``)."""
 NOT_RUN = "not run"
 """``Report.stages`` value of a stage that did not run."""
-FINDING_KINDS = ("nodule", "lesion")
-"""``Finding.kind``: a lung nodule (3–30 mm, detection pipeline) or a lesion of universal lesion detection."""
+FINDING_KINDS = ("nodule", "mass", "lesion")
+"""``Finding.kind``: a lung nodule (3–30 mm, detection pipeline), a lung mass (over 30 mm, the classical mass rule of
+``stages.masses``; Fleischner glossary) or a lesion of universal lesion detection."""
+LUNG_FINDING_KINDS = ("mass", "nodule")
+"""The kinds the lung pipeline reports (``nodules.seg.nrrd``, ``nodules.mrk.json``, the review table's points)."""
 REVIEW_STATES = ("proposed", "accepted", "rejected")
 """``Finding.status``: "proposed" (not reviewed yet), then accepted or rejected by a reader (the Slicer module's
 Accept / Reject buttons)."""

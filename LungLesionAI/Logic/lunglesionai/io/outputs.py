@@ -2,10 +2,10 @@
 
 ``write_outputs(report, OUT)`` writes the files 3D Slicer and scripts read:
 
-* ``nodules.seg.nrrd``: Slicer segmentation on the analysed volume's grid, one segment per nodule with a mask
-  ("Nodule 1…", DICOM terminology SCT 49755003 / SCT 27925004), written with ``slicerio`` (no Slicer needed);
-  a report without nodule masks gives a valid segmentation with no segments.
-* ``nodules.mrk.json``: Slicer markups, one Fiducial with a control point per nodule (LPS mm).
+* ``nodules.seg.nrrd``: Slicer segmentation on the analysed volume's grid, one segment per lung finding (masses
+  then nodules) with a mask ("Mass 1…", SCT 4147007; "Nodule 1…", SCT 27925004; category SCT 49755003), written
+  with ``slicerio`` (no Slicer needed); a report without such masks gives a valid segmentation with no segments.
+* ``nodules.mrk.json``: Slicer markups, one Fiducial with a control point per mass and nodule (LPS mm).
 * ``report.json``: ``lunglesionai-report/1``, validated before anything is written.
 * ``lesions.mrk.json`` (ROI boxes) when the report has lesions, ``lesions.seg.nrrd`` when a lesion has a mask.
 * ``report.html`` when the CT is given (``volume=``): the findings table with thumbnails and 3D renderings, for
@@ -171,7 +171,8 @@ def markups_fiducial_dict(findings: list[Finding], name: str = "Nodules") -> dic
     """Slicer markups JSON with one Fiducial markup: a control point per finding at its centre (LPS mm).
 
     Args:
-        findings: usually ``report.nodules()``; each point's label is the finding id and its description
+        findings: usually ``report.lung_findings()`` (masses and nodules); each point's label is the finding id
+            and its description
             :meth:`Finding.summary`.
         name: the markup's (node) name.
 
@@ -321,7 +322,7 @@ def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping
     """Write every output into ``folder``; returns the file names in writing order."""
     import slicerio
 
-    nodules, lesions = report.nodules(), report.lesions()
+    nodules, lesions = report.lung_findings(), report.lesions()
     writers: dict[str, Callable[[Path], None]] = {
         NODULES_SEGMENTATION: lambda p: slicerio.write_segmentation(
             str(p), segmentation_dict(nodules, report.input), compression_level=_NRRD_COMPRESSION_LEVEL),

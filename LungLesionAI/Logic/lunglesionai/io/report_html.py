@@ -266,6 +266,8 @@ def _invasiveness(finding: Finding) -> str:
     return f"{label} ({probability:.2f})"
 
 
+#: The malignancy cell of a mass: the grader was trained on nodules and does not grade masses.
+_MASS_NOT_GRADED = "not graded: mass"
 _COLUMNS = ("Finding", "Kind", "Status", "Centre LPS (mm)", "Diameter (mm)", "Long / short axis (mm)",
             "Volume (mm³)", "Mean HU", "Texture", "Malignancy", "Invasiveness surrogate", "Score")
 
@@ -276,7 +278,8 @@ def _row(finding: Finding) -> list[str]:
             if finding.long_axis_mm is not None else "–")
     return [finding.id, finding.kind, finding.status, centre, _number(finding.diameter_mm, ".1f"), axes,
             _number(finding.volume_mm3, ".0f"), _number(finding.mean_hu, ".0f"), finding.texture or "–",
-            _number(finding.malignancy_probability, ".2f"), _invasiveness(finding),
+            _MASS_NOT_GRADED if finding.kind == "mass" and finding.malignancy_probability is None
+            else _number(finding.malignancy_probability, ".2f"), _invasiveness(finding),
             _number(finding.detection_score, ".2f")]
 
 

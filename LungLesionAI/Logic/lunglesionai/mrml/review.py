@@ -33,7 +33,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from lunglesionai.core.findings import REVIEW_STATES, Finding, FindingMask, Report
+from lunglesionai.core.findings import LUNG_FINDING_KINDS, REVIEW_STATES, Finding, FindingMask, Report
 from lunglesionai.core.volume import Volume, ijk_to_lps_matrix
 from lunglesionai.mrml import scene as mrml
 
@@ -68,6 +68,7 @@ LESION_ROLE = "LungLesionAI.lesionBox"
 #: Findings-table columns: (name, value type, header title, description). Numbers are NaN when not computed.
 TABLE_COLUMNS = (
     ("id", "string", "Finding", "Finding id (also the segment id and the point label)"),
+    ("kind", "string", "Kind", "nodule (3-30 mm), mass (lung lesion over 30 mm; not graded) or lesion (other lesions)"),
     ("diameter", "double", "Diameter (mm)", "Equivalent-sphere diameter of the outline, mm"),
     ("volume", "double", "Volume (mm³)", "Volume of the outline, mm³"),
     ("mean HU", "double", "Mean HU", "Mean intensity inside the outline, HU"),
@@ -90,7 +91,7 @@ class SceneResults:
         table_node_id: the findings table (also holds the report and the references below).
         volume_node_id: the analysed volume.
         segmentation_node_id: one segment per finding with a mask (segment id = finding id).
-        nodules_markups_node_id: point list, one control point per nodule (label = finding id).
+        nodules_markups_node_id: point list, one control point per nodule and mass (label = finding id).
         lesion_roi_node_ids: finding id -> ROI node id, one per lesion.
     """
 
@@ -201,7 +202,7 @@ def _create_columns(table) -> None:
 
 
 def _row_values(finding: Finding) -> dict[str, object]:
-    invasiveness = ""
+    invasiveness = "not graded: mass" if finding.kind == "mass" and not finding.invasiveness else ""
     if finding.invasiveness:
         label, probability = max(finding.invasiveness.items(), key=lambda item: item[1])
         invasiveness = f"{label} {probability:.2f}"
@@ -211,6 +212,7 @@ def _row_values(finding: Finding) -> dict[str, object]:
 
     return {
         "id": finding.id,
+        "kind": finding.kind,
         "diameter": number(finding.diameter_mm, 1),
         "volume": number(finding.volume_mm3, 0),
         "mean HU": number(finding.mean_hu, 0),
@@ -360,7 +362,7 @@ def _show_status(scene, results: SceneResults, finding: Finding) -> None:
     description = _DESCRIPTION_PREFIX[finding.status] + finding.summary()
     reviewed, rejected = finding.status != "proposed", finding.status == "rejected"
     markups, index = None, -1
-    if finding.kind == "nodule":
+    if finding.kind in LUNG_FINDING_KINDS:
         markups = scene.GetNodeByID(results.nodules_markups_node_id)
         index = _point_index(markups, finding.id) if markups is not None else -1
     elif finding.id in results.lesion_roi_node_ids:
@@ -437,7 +439,7 @@ def _to_lps_order(volume: Volume, mask: FindingMask) -> tuple[Volume, FindingMas
 def _move_markup(scene, results: SceneResults, finding: Finding) -> None:
     import vtk
 
-    if finding.kind == "nodule":
+    if finding.kind in LUNG_FINDING_KINDS:
         points = scene.GetNodeByID(results.nodules_markups_node_id)
         index = _point_index(points, finding.id) if points is not None else -1
         if index >= 0:

@@ -95,7 +95,7 @@ class ResultNodes:
 
     Args:
         segmentation_node_id: the vtkMRMLSegmentationNode with one segment per finding that has a mask.
-        nodules_markups_node_id: the vtkMRMLMarkupsFiducialNode with one control point per nodule.
+        nodules_markups_node_id: the vtkMRMLMarkupsFiducialNode with one control point per nodule and mass.
         lesion_roi_node_ids: finding id -> vtkMRMLMarkupsROINode id, one ROI per lesion (an MRML ROI node holds
             exactly one box, so lesions get one node each); empty when the report has no lesions.
         segment_ids: finding id -> segment id in the segmentation node (findings without masks are absent).
@@ -279,10 +279,10 @@ def add_report_to_scene(
             segment_ids[finding.id] = _add_segment(seg_node, finding, styles[finding.id], report.input)
     if segment_ids:
         seg_node.CreateClosedSurfaceRepresentation()
-    nodules_id = _add_nodule_points(scene, report.nodules(), f"{name_prefix} nodules")
+    nodules_id = _add_nodule_points(scene, report.lung_findings(), f"{name_prefix} nodules")
     rois = {f.id: _add_lesion_roi(scene, f, f"{name_prefix} {styles[f.id].name}") for f in report.lesions()}
-    logger.info("added %d segment(s), %d nodule point(s), %d lesion box(es)", len(segment_ids),
-                len(report.nodules()), len(rois))
+    logger.info("added %d segment(s), %d nodule/mass point(s), %d lesion box(es)", len(segment_ids),
+                len(report.lung_findings()), len(rois))
     return ResultNodes(seg_node.GetID(), nodules_id, rois, segment_ids)
 
 
