@@ -14,7 +14,8 @@ from conftest import shared_path
 from lunglesionai.core.findings import Finding, FindingMask, validate_report_dict
 from lunglesionai.core.volume import Volume
 from lunglesionai.io.outputs import write_outputs
-from lunglesionai.pipeline import MASS_NOT_GRADED, _merge_into_masses, _renumber, analyze_volume
+from lunglesionai.pipeline import _renumber, analyze_volume
+from lunglesionai.stages.mass_findings import MASS_NOT_GRADED, merge_into_masses
 from mass_fixtures import crop_with_tumour, phantom_with_tumour, thick_slices
 
 
@@ -92,7 +93,7 @@ def test_nodules_inside_or_touching_a_mass_are_merged_into_it():
     inside = _ball_finding("nodule", (30, 35, 30), 3, 0.9, volume)        # centre inside the mass
     touching = _ball_finding("nodule", (30, 30, 50), 4, 0.5, volume)      # centre outside, mask overlaps
     apart = _ball_finding("nodule", (5, 5, 5), 3, 0.8, volume)
-    masses, left = _merge_into_masses(volume, [mass], [inside, touching, apart])
+    masses, left = merge_into_masses(volume, [mass], [inside, touching, apart])
     assert left == [apart]
     assert masses[0].extra["merged_findings"] == 2 and masses[0].detection_score == pytest.approx(0.9)
     assert [f.id for f in _renumber(masses + left)] == ["M1", "N1"]

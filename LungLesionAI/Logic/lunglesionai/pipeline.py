@@ -41,7 +41,8 @@ from lunglesionai.core.vocabulary import DEFAULT_DETECTOR, DETECTOR_NAMES, DEVIC
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.blob_detector import LEARNED_METHOD_NAME, BlobDetectorConfig, Candidate
 from lunglesionai.stages.lung_mask import segment_lungs
-from lunglesionai.stages.masses import MassConfig, find_mass_seeds, segment_mass_with_shape
+from lunglesionai.stages.mass_findings import MASS_NOT_GRADED, find_masses, masks_overlap, merge_into_masses
+from lunglesionai.stages.masses import MassConfig
 from lunglesionai.stages.measurements import measure_mask
 from lunglesionai.stages.nodule_detection import detect_nodules, load_learned_model, torch_device
 from lunglesionai.stages.scan_coverage import scan_warnings
@@ -64,7 +65,6 @@ _ID_PREFIXES = {"nodule": "N", "mass": "M", "lesion": "L"}
 #: What the report's stages say about masses.
 MASS_METHOD = ("masses: classical (dense-tissue cores surrounded by lung, ray-cast cut at the mediastinum/chest wall, "
                "vessel opening; > 30 mm, compact, mostly in the lung)")
-MASS_NOT_GRADED = "not graded: mass (the grader was trained on nodules)"
 
 _STAGE_WEIGHTS = {"lung_mask": 0.15, "detection": 0.4, "segmentation": 0.2, "measurement": 0.05, "grading": 0.1,
                   "uld": 0.1}
@@ -203,11 +203,12 @@ def analyze_volume(
         masks = [_segment_candidate(lps_volume, c, lung_mask) for c in candidates]
         stages["segmentation"] = ("classical (adaptive threshold, region growing, vessel/pleura detachment; a learned "
                                   "detection that cannot be separated keeps the detector's ball)")
-        masses = _find_masses(lps_volume, lung_mask, candidates, masks, config) if config.masses else []
+        masses = (find_masses(lps_volume, lung_mask, candidates, masks, config.max_diameter_mm, config.mass)
+                  if config.masses else [])
     with tracker("measurement"):
         findings = _measure_findings(lps_volume, candidates, masks, config)
         findings = merge_duplicates(findings)
-        masses, findings = _merge_into_masses(lps_volume, masses, findings)
+        masses, findings = merge_into_masses(lps_volume, masses, findings)
         stages["measurement"] = "mask-based (equivalent diameter, axial long/short axis, volume, mean HU, texture)"
     if config.grade:
         with tracker("grading"):
@@ -399,17 +400,7 @@ def _same_nodule(a: Finding, b: Finding) -> bool:
         return True
     if a.mask is None or b.mask is None:
         return False
-    return _masks_overlap(a.mask, b.mask)
-
-
-def _masks_overlap(a: FindingMask, b: FindingMask) -> bool:
-    lo = np.maximum(a.offset_kji, b.offset_kji)
-    hi = np.minimum(np.add(a.offset_kji, a.array.shape), np.add(b.offset_kji, b.array.shape))
-    if np.any(hi <= lo):
-        return False
-    sa = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, a.offset_kji))
-    sb = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, b.offset_kji))
-    return bool(np.any(a.array[sa] & b.array[sb]))
+    return masks_overlap(a.mask, b.mask)
 
 
 def _mask_to_input_grid(finding: Finding, permutation, shape_zyx: tuple[int, int, int]) -> Finding:
@@ -428,79 +419,6 @@ def _renumber(findings: list[Finding]) -> list[Finding]:
         counts[f.kind] = counts.get(f.kind, 0) + 1
         renumbered.append(replace(f, id=f"{_ID_PREFIXES[f.kind]}{counts[f.kind]}"))
     return renumbered
-
-
-def _find_masses(volume: Volume, lung_mask: np.ndarray, candidates: list[Candidate],
-                 masks: list[tuple[Optional[FindingMask], str]], config: PipelineConfig) -> list[Finding]:
-    """Masses (kind "mass", by decreasing score) from the mass search's seeds and from the candidates whose nodule
-    mask is over ``config.max_diameter_mm`` (:mod:`lunglesionai.stages.masses`); a seed inside a mass already found
-    is skipped. Score: the highest score of a candidate whose centre lies in the mass, else the rule's lung contact.
-    """
-    voxel_mm3 = volume.voxel_volume_mm3
-    big = [c.center_kji for c, (m, _) in zip(candidates, masks)
-           if m is not None and (6 * m.voxel_count * voxel_mm3 / np.pi) ** (1 / 3) > config.max_diameter_mm]
-    labels = np.zeros(volume.shape_zyx, bool)
-    found: list[Finding] = []
-    for seed in list(find_mass_seeds(volume, lung_mask, config.mass)) + big:
-        if labels[_index(seed, volume.shape_zyx)]:
-            continue
-        result = segment_mass_with_shape(volume, seed, lung_mask, config.mass)
-        if result is None:
-            continue
-        mask, shape = result
-        mask.paste_into(labels, True)
-        inside = [c.score for c in candidates if _kji_in_mask(c.center_kji, mask)]
-        score = max(inside) if inside else shape.lung_contact
-        m = measure_mask(volume, mask)
-        found.append(Finding(
-            id="", kind="mass", detection_score=float(np.clip(score, 0.0, 1.0)), **m.finding_fields(),
-            texture=m.texture,
-            extra={"detector": "classical mass rule", "mask_source": "classical mass",
-                   "score_source": "nodule candidate" if inside else "mass rule (lung contact)",
-                   "grading": MASS_NOT_GRADED, "solidity": round(shape.solidity, 3),
-                   "elongation": round(shape.elongation, 3), "lung_contact": round(shape.lung_contact, 3)},
-            mask=mask))
-    logger.info("%d mass(es)", len(found))
-    return sorted(found, key=lambda f: -(f.detection_score or 0.0))
-
-
-def _index(center_kji, shape_zyx) -> tuple[int, int, int]:
-    return tuple(int(v) for v in np.clip(np.round(center_kji), 0, np.subtract(shape_zyx, 1)))
-
-
-def _merge_into_masses(volume: Volume, masses: list[Finding],
-                       nodules: list[Finding]) -> tuple[list[Finding], list[Finding]]:
-    """(masses, nodules left): a nodule whose centre lies inside a mass's mask or whose mask overlaps it is merged
-    into the mass (dropped; the mass counts it in ``extra["merged_findings"]``); a mass takes the highest score of
-    what it absorbed."""
-    merged = {id(m): [] for m in masses}
-    left = []
-    for nodule in nodules:
-        owner = next((m for m in masses if _inside_mask(volume, nodule.center_lps_mm, m)
-                      or (nodule.mask is not None and _masks_overlap(nodule.mask, m.mask))), None)
-        if owner is None:
-            left.append(nodule)
-        else:
-            merged[id(owner)].append(nodule)
-    out = []
-    for mass in masses:
-        parts = merged[id(mass)]
-        score = max([mass.detection_score or 0.0] + [p.detection_score or 0.0 for p in parts])
-        out.append(replace(mass, detection_score=score, extra={**mass.extra, "merged_findings": len(parts)}))
-    return sorted(out, key=lambda f: -(f.detection_score or 0.0)), left
-
-
-def _inside_mask(volume: Volume, center_lps_mm, finding: Finding) -> bool:
-    """Whether an LPS point's voxel is set in the finding's mask (on ``volume``'s grid)."""
-    return finding.mask is not None and _kji_in_mask(volume.lps_to_kji([center_lps_mm])[0], finding.mask)
-
-
-def _kji_in_mask(center_kji, mask: FindingMask) -> bool:
-    """Whether the voxel nearest a (k, j, i) index is set in the mask."""
-    kji = np.round(np.asarray(center_kji, dtype=float)).astype(int) - np.asarray(mask.offset_kji)
-    if np.any(kji < 0) or np.any(kji >= mask.array.shape):
-        return False
-    return bool(mask.array[tuple(kji)])
 
 
 class _StageTracker:

@@ -52,6 +52,10 @@ def add_train_fpr_hosts_parser(subparsers: argparse._SubParsersAction) -> argpar
     p.add_argument("--cache-dir", required=True, help="mined rows per host (<name>.npz), reused between runs")
     p.add_argument("--out", required=True, help="model folder to write (fpr.pt, config.json)")
     p.add_argument("--augmented", type=int, default=2, help="scanner-augmented copies per host (default %(default)s)")
+    p.add_argument("--pasted-variants", type=int, default=12, help="more augmented copies per host that only receive "
+                   "pasted nodules (more positives; default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=FprTrainConfig.batch_size,
+                   help="crops per step, half positive (default %(default)s)")
     p.add_argument("--steps", type=int, default=FprTrainConfig.steps, help="optimiser steps (default %(default)s)")
     p.add_argument("--leave-one-host-out", action="store_true", help="validate each host with a model trained "
                    "without it before training the shipped model")
@@ -107,9 +111,11 @@ def run_train_fpr_hosts(args: argparse.Namespace) -> int:
     from lunglesionai.training.fpr_hosts import (
         HostScan,
         apply_marks,
+        concatenate_rows,
         leave_one_host_out,
         load_rows,
         mine_host,
+        mine_pasted,
         training_arrays,
     )
 
@@ -120,7 +126,8 @@ def run_train_fpr_hosts(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     network = FprConfig(context=True)
-    config = FprTrainConfig(steps=args.steps, seed=args.seed, threads=args.threads, network=network)
+    config = FprTrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+                            network=network)
     train_source, val_source = NoduleSource(args.lidc, "train"), NoduleSource(args.lidc, "val")
     hosts = []
     for i, (name, path) in enumerate(args.host):
@@ -128,8 +135,11 @@ def run_train_fpr_hosts(args: argparse.Namespace) -> int:
         cached = cache / f"{name}.npz"
         if not cached.exists():
             start = time.monotonic()
-            rows = mine_host(HostScan(name, path), train_source, val_source, network, n_augmented=args.augmented,
-                             seed=args.seed + i, threads=args.threads)
+            rows = concatenate_rows([
+                mine_host(HostScan(name, path), train_source, val_source, network, n_augmented=args.augmented,
+                          seed=args.seed + i, threads=args.threads),
+                mine_pasted(HostScan(name, path), train_source, network, n_variants=args.pasted_variants,
+                            seed=args.seed + 1000 + i)])
             rows.save(cached)
             logger.info("mined %s: %d rows in %.0f s", name, len(rows.labels), time.monotonic() - start)
         rows = apply_marks(load_rows(cached), marks)

@@ -43,7 +43,7 @@ import numpy as np
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.fp_reduction import DEFAULT_GRID_SPACING_MM, FprConfig, network_input
 
-__all__ = ["IGNORE", "HostScan", "HostRows", "load_host", "mine_host", "load_rows", "concatenate_rows", "apply_marks", "suppress_duplicates",
+__all__ = ["IGNORE", "HostScan", "HostRows", "load_host", "mine_host", "load_rows", "mine_pasted", "concatenate_rows", "apply_marks", "suppress_duplicates",
            "host_findings_per_scan", "host_froc", "leave_one_host_out"]
 
 logger = logging.getLogger(__name__)
@@ -349,6 +349,37 @@ def apply_marks(rows: HostRows, marks: np.ndarray) -> HostRows:
                     rows.truth, rows.info)
 
 
+def mine_pasted(host: HostScan, train_source, network: FprConfig, *, n_variants: int = 4,
+                composites_per_variant: int = 3, nodules_per_composite: int = 10, seed: int = 0,
+                augmentation=None) -> HostRows:
+    """More positives for a host: train-split nodules pasted into ``n_variants`` scanner-augmented copies of it
+    (cropped to the lungs for speed), no detector run. Rows: part "train", label 1, detector score 1.0.
+
+    Args: as :func:`mine_host`.
+
+    Raises:
+        lunglesionai.core.ct_checks.CTInputError: the host is not a usable CT.
+    """
+    from lunglesionai.datagen.scanner_augmentation import ScannerAugmentation, augment_scan
+
+    start = time.monotonic()
+    rng = np.random.default_rng(seed)
+    volume, lung, _ = load_host(host.path)
+    config = augmentation or ScannerAugmentation(crop_to_lungs_margin_mm=40.0)
+    crops, centres, radii = [], [], []
+    for _ in range(n_variants):
+        v, m, _ = augment_scan(volume, lung, rng, config)
+        for _ in range(composites_per_variant):
+            composite, pasted = _pasted(v, m, train_source, nodules_per_composite, int(rng.integers(2**31)), 0.2)
+            crops.append(_crops(composite, m, pasted[:, :3], network))
+            centres.append(pasted[:, :3])
+            radii.append(pasted[:, 3] / 2)
+    n = sum(len(c) for c in centres)
+    return HostRows(host.name, np.concatenate(crops), np.ones(n, np.int64), np.ones(n, np.float32),
+                    np.concatenate(centres), np.concatenate(radii).astype(np.float32), np.full(n, "train"), {},
+                    {"path": str(host.path), "pasted_seconds": round(time.monotonic() - start, 1)})
+
+
 def suppress_duplicates(centres_lps: np.ndarray, scores: np.ndarray, radii_mm: np.ndarray) -> np.ndarray:
     """Indices of the candidates kept by a greedy suppression, best score first: a candidate within
     max(:data:`DUPLICATE_RADIUS_MM`, either radius) of a kept one is dropped (a stand-in for the pipeline's
@@ -405,11 +436,9 @@ def host_froc(rows: HostRows, scores: np.ndarray) -> dict:
     return froc_luna16(predictions, annotations, None, len(rows.truth), n_bootstrap=0)
 
 
-def _final_scores(model, rows: HostRows, batch: int = 128) -> np.ndarray:
-    """sqrt(detector score × P(nodule)) of every row (crops trimmed of their margin)."""
+def _probabilities(model, rows: HostRows, batch: int = 128) -> np.ndarray:
+    """P(nodule) of every row (crops trimmed of their margin; mean with the x-mirrored crop, as at inference)."""
     import torch
-
-    from lunglesionai.stages.retina_detector import combine_scores
 
     model.eval()
     out = []
@@ -418,8 +447,7 @@ def _final_scores(model, rows: HostRows, batch: int = 128) -> np.ndarray:
             x = torch.from_numpy(rows.crops[start:start + batch, :, 1:-1, 1:-1, 1:-1].astype(np.float32))
             logits = 0.5 * (model(x) + model(torch.flip(x, dims=(2,))))
             out.append(torch.sigmoid(logits).numpy())
-    p = np.concatenate(out) if out else np.zeros(0)
-    return combine_scores(rows.detector_scores.astype(float), p.astype(float))
+    return (np.concatenate(out) if out else np.zeros(0)).astype(float)
 
 
 def training_arrays(hosts: Sequence[HostRows]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -448,7 +476,8 @@ def leave_one_host_out(hosts: Sequence[HostRows], config, out_dir: str | os.Path
     Args:
         hosts: every host's mined rows.
         config: :class:`lunglesionai.training.fp_reduction.FprTrainConfig`.
-        out_dir: each fold's model goes to ``out_dir/<host>``.
+        out_dir: each fold's model goes to ``out_dir/<host>``, the held-out rows' P(nodule) to
+            ``out_dir/<host>-probabilities.npy``.
         thresholds: operating points at which findings per real scan are counted.
         held_out: hosts to leave out in turn (default: all).
 
@@ -457,6 +486,7 @@ def leave_one_host_out(hosts: Sequence[HostRows], config, out_dir: str | os.Path
         "mean_findings_per_scan": {t: mean}, "mean_cpm"}``.
     """
     from lunglesionai.stages.fp_reduction import FalsePositiveReducer
+    from lunglesionai.stages.retina_detector import combine_scores
     from lunglesionai.training.fp_reduction import train_fpr
 
     folds = {}
@@ -468,8 +498,9 @@ def leave_one_host_out(hosts: Sequence[HostRows], config, out_dir: str | os.Path
         fold_dir = Path(out_dir) / rows.name
         train_fpr(crops, labels, fold_dir, config, weights=weights,
                   extra={"grid_spacing_mm": DEFAULT_GRID_SPACING_MM, "held_out_host": rows.name})
-        model = FalsePositiveReducer.load(fold_dir).net
-        scores = _final_scores(model, rows)
+        probabilities = _probabilities(FalsePositiveReducer.load(fold_dir).net, rows)
+        np.save(Path(out_dir) / f"{rows.name}-probabilities.npy", probabilities)  # beside the fold's model folder
+        scores = combine_scores(rows.detector_scores.astype(float), probabilities)
         fold = {"findings_per_scan": host_findings_per_scan(rows, scores, thresholds)}
         if sum(len(t) for t in rows.truth.values()):
             froc = host_froc(rows, scores)
