@@ -54,11 +54,11 @@ DEVICE_LABELS = ("Auto (GPU when available)", "CPU", "GPU (CUDA)")
 #: no ULD model is installed).
 STAGES = ("detection", "fp_reduction", "segmentation", "grading", "lesions")
 DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading")
-#: Default operating point: the FP-reduction model's (models/fpr/config.json "operating_point", chosen on the
-#: composite validation set); 0 keeps every candidate. See README. While the slider stays at this value the panel
+#: Default operating point: the FP-reduction model's (models/fpr/config.json "operating_point": about one finding
+#: per held-out real scan); 0 keeps every candidate. See README. While the slider stays at this value the panel
 #: sends no operating point, so the model default of the stages that run applies (the FP reduction's, or without
 #: it the learned detector's own).
-DEFAULT_MIN_SCORE = 0.55
+DEFAULT_MIN_SCORE = 0.70
 STAGE_TITLES = {
     "lung_mask": _("Finding the lungs"),
     "detection": _("Detecting nodules"),
@@ -135,7 +135,7 @@ class LungLesionAIParameterNode:
     runLesions: universal lesion detection: other lesions anywhere in the scan, as ROI boxes (experimental, off by
         default: many false positives on real scans).
     device: "auto", "cpu" or "cuda" for the deep-learning stages.
-    minScore: operating point, the lowest finding score kept: 0.55 (default) is the FP-reduction model's documented
+    minScore: operating point, the lowest finding score kept: 0.70 (default) is the FP-reduction model's documented
         operating point; 0 keeps every candidate (most sensitive, most false positives).
     resultTable: the findings table shown in the panel.
     """
@@ -560,7 +560,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             stages: names from :data:`STAGES` ("detection" required; default: all nodule stages).
             device: "auto", "cpu" or "cuda".
             minScore: operating point in [0, 1] (0 keeps every candidate); None (default): the models' own default
-                (0.55 with FP reduction, see :data:`DEFAULT_MIN_SCORE`).
+                (0.70 with FP reduction, see :data:`DEFAULT_MIN_SCORE`).
             progressCallback: ``callback(stage, fraction)`` while it runs.
             timeoutSeconds: cancel and raise TimeoutError after this long.
 

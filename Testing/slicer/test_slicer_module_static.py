@@ -352,10 +352,10 @@ def test_install_helpers_live_in_the_module_lib(module_ast):
 def test_panel_sends_no_operating_point_unless_the_user_moved_the_slider(module_ast):
     """At the default the CLI's model default applies (FP reduction on or off); a moved slider is sent as is."""
     functions = {n.name: n for n in module_ast.body if isinstance(n, ast.FunctionDef)}
-    namespace = {"DEFAULT_MIN_SCORE": 0.55}
+    namespace = {"DEFAULT_MIN_SCORE": 0.7}
     exec(compile(ast.Module([functions["chosenOperatingPoint"]], []), "LungLesionAI.py", "exec"), namespace)
     chosen = namespace["chosenOperatingPoint"]
-    assert chosen(0.55) is None and chosen(0.0) == 0.0 and chosen(0.7) == 0.7
+    assert chosen(0.7) is None and chosen(0.0) == 0.0 and chosen(0.55) == 0.55
     widget = _classes(module_ast)["LungLesionAIWidget"]
     calls = [ast.unparse(k.value) for n in ast.walk(widget) if isinstance(n, ast.Call)
              for k in n.keywords if k.arg == "minScore"]

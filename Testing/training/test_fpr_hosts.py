@@ -122,8 +122,11 @@ def test_operating_point_is_the_lowest_threshold_within_the_budget():
             "folds": {"a": {"findings_per_scan": {"0.50": 6, "0.60": 2, "0.70": 1}},
                       "b": {"findings_per_scan": {"0.50": 2, "0.60": 0, "0.70": 0}}}}
     threshold, row = choose_operating_point(loho, 1.0)
-    assert threshold == 0.6 and row == {"mean_findings_per_scan": 1.0, "per_host": {"a": 2, "b": 0}}
+    assert threshold == 0.6
+    assert row == {"mean_findings_per_scan": 1.0, "deciding_hosts": ["a", "b"], "per_host": {"a": 2, "b": 0}}
     assert choose_operating_point(loho, 0.1)[0] == 0.7  # none qualifies: the strictest
+    assert choose_operating_point(loho, 0.1, hosts=["b"])[0] == 0.6  # only host b decides; a's count still shown
+    assert choose_operating_point(loho, 0.1, hosts=["b"])[1]["per_host"]["a"] == 2
 
 
 def test_host_argument_needs_name_and_path():
