@@ -37,6 +37,7 @@ from lunglesionai.core.volume import Volume
 
 __all__ = [
     "BACKGROUND_LABEL",
+    "block_factors",
     "LEFT_LUNG_LABEL",
     "RIGHT_LUNG_LABEL",
     "LungMaskConfig",
@@ -154,7 +155,7 @@ def segment_lungs(volume: Volume, config: LungMaskConfig = LungMaskConfig()) -> 
     """
     if min(volume.shape_zyx) < 2:
         raise ValueError(f"segment_lungs needs at least 2 voxels per axis, got shape {volume.shape_zyx}")
-    factors = _block_factors(volume.spacing_mm, config.working_spacing_mm)
+    factors = block_factors(volume.spacing_mm, config.working_spacing_mm)
     hu = _block_mean(volume.hu, factors)
     spacing_zyx = tuple(volume.spacing_mm[2 - a] * factors[a] for a in range(3))
     coarse = Volume(hu, spacing_zyx[::-1], volume.origin_lps_mm, volume.direction)
@@ -198,8 +199,9 @@ def _refine_boundary(
     return full
 
 
-def _block_factors(spacing_xyz: tuple[float, float, float], target_mm: float) -> tuple[int, int, int]:
-    """Integer downsampling factor per (z, y, x) axis so the coarse spacing is close to ``target_mm``."""
+def block_factors(spacing_xyz: tuple[float, float, float], target_mm: float) -> tuple[int, int, int]:
+    """Integer downsampling factor (>= 1) per (z, y, x) axis so that the coarse spacing is close to ``target_mm``;
+    ``spacing_xyz`` is the voxel size (x, y, z) in mm (``Volume.spacing_mm``)."""
     return tuple(max(1, round(target_mm / spacing_xyz[2 - a])) for a in range(3))
 
 

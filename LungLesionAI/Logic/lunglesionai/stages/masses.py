@@ -40,7 +40,9 @@ from scipy import ndimage as ndi
 
 from lunglesionai.core.findings import FindingMask
 from lunglesionai.core.volume import Volume
+from lunglesionai.stages.lung_mask import block_factors
 from lunglesionai.stages.measurements import axial_axes_mm
+from lunglesionai.stages.segmentation import dilate_mm
 
 __all__ = ["MassConfig", "MassShape", "find_mass_seeds", "lung_fraction", "mass_shape", "ray_lengths_mm",
            "segment_mass", "segment_mass_with_shape"]
@@ -177,7 +179,7 @@ def find_mass_seeds(volume: Volume, lung_mask: np.ndarray,
         ValueError: ``lung_mask``'s shape differs from the volume's.
     """
     _check_mask(volume, lung_mask)
-    factors = _block_factors(volume, config.working_spacing_mm)
+    factors = block_factors(volume.spacing_mm, config.working_spacing_mm)
     spacing = np.array([volume.spacing_mm[2 - a] * factors[a] for a in range(3)])
     hu = _block_mean(np.asarray(volume.hu, dtype=np.float32), factors)
     aerated = _block_any(np.asarray(lung_mask) > 0, factors) & (hu < AERATED_LUNG_MAX_HU)
@@ -394,7 +396,7 @@ def _seed_component(dense: np.ndarray, seed: np.ndarray, opening_mm: float,
     """The opened dense component nearest the seed (within the opening radius), restored by a geodesic dilation
     of the opening radius inside ``dense``; None when there is none."""
     depth = ndi.distance_transform_edt(dense, sampling=spacing)
-    opened = _dilate_mm(depth > opening_mm, opening_mm, spacing) & dense
+    opened = dilate_mm(depth > opening_mm, opening_mm, spacing) & dense
     labels, n = ndi.label(opened)
     if n == 0:
         return None
@@ -403,7 +405,7 @@ def _seed_component(dense: np.ndarray, seed: np.ndarray, opening_mm: float,
     if hits.size == 0 or hits.max() == 0:
         return None
     component = labels == int(np.argmax(hits)) + 1
-    restored = _dilate_mm(component, opening_mm, spacing) & dense
+    restored = dilate_mm(component, opening_mm, spacing) & dense
     labels, _ = ndi.label(restored)
     return labels == labels[tuple(np.argwhere(component)[0])]
 
@@ -418,11 +420,6 @@ def _check_mask(volume: Volume, mask: np.ndarray) -> None:
         raise ValueError(f"mask shape {np.shape(mask)} differs from the volume's {volume.shape_zyx}")
 
 
-def _block_factors(volume: Volume, target_mm: float) -> tuple[int, int, int]:
-    """Integer block sizes (z, y, x) bringing the spacing close to ``target_mm`` (at least 1)."""
-    return tuple(max(1, int(round(target_mm / volume.spacing_mm[2 - a]))) for a in range(3))
-
-
 def _block_mean(array: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
     from skimage.measure import block_reduce
 
@@ -433,11 +430,3 @@ def _block_any(array: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
     from skimage.measure import block_reduce
 
     return block_reduce(array, factors, np.max, cval=0) > 0
-
-
-def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    if not mask.any():
-        return mask.copy()
-    return ndi.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
-
-

@@ -39,7 +39,7 @@ from scipy import ndimage as ndi
 from lunglesionai.core.findings import FindingMask
 from lunglesionai.core.volume import Volume
 
-__all__ = ["NoduleSegmentationConfig", "segment_nodule", "ball_mask"]
+__all__ = ["NoduleSegmentationConfig", "segment_nodule", "ball_mask", "dilate_mm"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _segment_once(
         hull_mm = max(config.hull_radius_factor * radius_mm, config.hull_min_mm)
         region &= _close_mm(hu < config.parenchyma_max_hu, hull_mm, spacing) | core
     if lung_mask is not None:
-        region &= _dilate_mm(np.asarray(lung_mask[voi]) > 0, config.lung_margin_mm, spacing)
+        region &= dilate_mm(np.asarray(lung_mask[voi]) > 0, config.lung_margin_mm, spacing)
     inner_faces = _inner_faces(lo, hi, volume.shape_zyx)
     nodule, inseparable = _detach(region, tuple(seed_idx - lo), core, radius_mm, spacing, inner_faces, config)
     if nodule is None or nodule.sum() * volume.voxel_volume_mm3 < config.min_volume_mm3:
@@ -217,7 +217,7 @@ def ball_mask(
     dense = np.asarray(volume.hu[voi]) > config.parenchyma_max_hu
     ball = _ball(tuple(hi - lo), centre - lo, radius_mm, spacing) & dense
     if lung_mask is not None:
-        ball &= _dilate_mm(np.asarray(lung_mask[voi]) > 0, config.lung_margin_mm, spacing)
+        ball &= dilate_mm(np.asarray(lung_mask[voi]) > 0, config.lung_margin_mm, spacing)
     if not ball.any():
         return None
     return FindingMask.cropped(ball, lo)
@@ -308,7 +308,7 @@ def _detach(
         if part is None:  # the opening removed the whole nodule: too small for this ball, keep it unopened
             part = grown if rho == config.min_opening_mm else None
         if part is not None:
-            restored = _dilate_mm(part, rho, spacing) & grown
+            restored = dilate_mm(part, rho, spacing) & grown
             restored = _seed_component(restored, seed, core)
             if restored is not None and not (restored & inner_faces).any():
                 return restored, False
@@ -335,22 +335,23 @@ def _seed_component(mask: np.ndarray, seed: tuple[int, ...], core: np.ndarray) -
 def _open_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     """Opening by a ball of ``radius_mm`` (distance transforms; VOI borders do not erode)."""
     eroded = ndi.distance_transform_edt(mask, sampling=spacing) > radius_mm
-    return _dilate_mm(eroded, radius_mm, spacing)
+    return dilate_mm(eroded, radius_mm, spacing)
 
 
 def _close_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     """Closing by a ball of ``radius_mm``; the VOI border is not an edge (the mask is edge-padded first)."""
     pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing]
     padded = np.pad(mask, [(p, p) for p in pad], mode="edge")
-    dilated = _dilate_mm(padded, radius_mm, spacing)
+    dilated = dilate_mm(padded, radius_mm, spacing)
     if dilated.all():
         return np.ones_like(mask)
     closed = ndi.distance_transform_edt(dilated, sampling=spacing) > radius_mm
     return closed[tuple(slice(p, -p) for p in pad)] | mask
 
 
-def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """Dilation by a ball of ``radius_mm``."""
+def dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Dilation of a (Z, Y, X) boolean mask by a ball of ``radius_mm`` (Euclidean distance transform with voxel
+    ``spacing`` (z, y, x) mm); a radius <= 0 or an empty mask gives a copy."""
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
     return ndi.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
