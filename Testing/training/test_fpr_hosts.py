@@ -148,3 +148,13 @@ def test_rows_of_several_mining_runs_concatenate():
         concatenate_rows([first, first])
     with pytest.raises(ValueError, match="different hosts"):
         concatenate_rows([first, _rows("b", rng)])
+
+
+def test_eval_candidates_are_labelled_by_the_luna16_hit_rule():
+    from lunglesionai.training.fpr_hosts import _truth_labels
+
+    truth = np.array([[0.0, 0.0, 0.0, 10.0], [30.0, 0.0, 0.0, 4.0]])
+    centres = np.array([[4.9, 0, 0], [5.0, 0, 0], [31.0, 0, 0], [33.0, 0, 0]])  # 5.0 lies on the sphere: no hit
+    assert _truth_labels(centres, truth).tolist() == [1, 0, 1, 0]
+    assert _truth_labels(centres, np.zeros((0, 4))).tolist() == [0, 0, 0, 0]
+    assert _truth_labels(np.zeros((0, 3)), truth).tolist() == []

@@ -195,11 +195,14 @@ def _mark_labels(centres_lps: np.ndarray, marks: np.ndarray) -> np.ndarray:
 
 
 def _truth_labels(centres_lps: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """1 for a candidate strictly within a truth nodule's radius (LUNA16 hit rule), else 0."""
-    if len(truth) == 0 or len(centres_lps) == 0:
-        return np.zeros(len(centres_lps), np.int64)
-    d = np.linalg.norm(centres_lps[:, None, :] - truth[None, :, :3], axis=2)
-    return (d < truth[None, :, 3] / 2).any(1).astype(np.int64)
+    """1 for a candidate strictly within a truth nodule's radius (the project's one LUNA16 hit rule,
+    :func:`lunglesionai.evaluation.metrics.luna16_hits.match_luna16`), else 0; ``truth`` is (T, 4) [x, y, z, d]."""
+    from lunglesionai.evaluation.metrics.luna16_hits import match_luna16
+
+    centres = np.asarray(centres_lps, float).reshape(-1, 3)
+    truth = np.asarray(truth, float).reshape(-1, 4)
+    match = match_luna16(centres, np.zeros(len(centres)), truth[:, :3], truth[:, 3])
+    return match.hits.any(axis=1).astype(np.int64) if len(truth) else np.zeros(len(centres), np.int64)
 
 
 def _crops(volume: Volume, lung: np.ndarray, centres_lps: np.ndarray, network: FprConfig) -> np.ndarray:
@@ -281,11 +284,12 @@ def mine_host(host: HostScan, train_source, val_source, network: FprConfig, *, n
     for part, v, m, params in variants:
         centres, scores, radii = _candidates(v, m, threads)
         labels = _mark_labels(centres, host.marks)
-        add(_crops(v, m, centres, network), labels, scores, centres, radii, part)
         randoms = _random_lung_points(v, m, rng, RANDOM_NEGATIVES)
         randoms = randoms[_mark_labels(randoms, host.marks) == 0]
-        add(_crops(v, m, randoms, network), np.zeros(len(randoms)), np.ones(len(randoms)), randoms,
-            np.zeros(len(randoms)), "train")
+        crops = _crops(v, m, np.concatenate([centres.reshape(-1, 3), randoms.reshape(-1, 3)]), network)  # one grid
+        add(crops[:len(centres)], labels, scores, centres, radii, part)
+        add(crops[len(centres):], np.zeros(len(randoms)), np.ones(len(randoms)), randoms, np.zeros(len(randoms)),
+            "train")
         for c in range(train_composites):
             composite, pasted = _pasted(v, m, train_source, nodules_per_composite, int(rng.integers(2**31)), 0.2)
             add(_crops(composite, m, pasted[:, :3], network), np.ones(len(pasted)), np.ones(len(pasted)),
