@@ -10,7 +10,7 @@ from typing import Optional
 
 from lunglesionai.core.vocabulary import DEFAULT_DETECTOR, DETECTOR_NAMES, DEVICES
 
-__all__ = ["add_detection_arguments", "add_progress_arguments"]
+__all__ = ["add_detection_arguments", "add_progress_arguments", "parse_host"]
 
 
 def add_progress_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,3 +42,17 @@ def add_detection_arguments(parser: argparse.ArgumentParser, min_score_default: 
         help="operating point: drop candidates whose score is below this (0..1; default: the detector's "
         "documented operating point, see README)" if min_score_default is None else
         "operating point (0..1; default %(default)s: every candidate, as FROC needs)")
+
+
+def parse_host(text: str) -> tuple[str, str]:
+    """``NAME=PATH`` → (name, path).
+
+    Raises:
+        argparse.ArgumentTypeError: no ``=``, an empty side, or a name that is not a plain file stem.
+    """
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--host needs NAME=PATH, got {text!r}")
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise argparse.ArgumentTypeError(f"--host name {name!r}: use letters, digits, '-' and '_' only")
+    return name, path

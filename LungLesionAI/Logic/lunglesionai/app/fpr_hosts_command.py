@@ -22,23 +22,11 @@ from typing import Optional
 
 import numpy as np
 
+from lunglesionai.app.arguments import parse_host
+
 __all__ = ["add_train_fpr_hosts_parser", "run_train_fpr_hosts", "parse_host", "choose_operating_point"]
 
 logger = logging.getLogger(__name__)
-
-
-def parse_host(text: str) -> tuple[str, str]:
-    """``NAME=PATH`` → (name, path).
-
-    Raises:
-        argparse.ArgumentTypeError: no ``=``, an empty side, or a name that is not a plain file stem.
-    """
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--host needs NAME=PATH, got {text!r}")
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise argparse.ArgumentTypeError(f"--host name {name!r}: use letters, digits, '-' and '_' only")
-    return name, path
 
 
 def add_train_fpr_hosts_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

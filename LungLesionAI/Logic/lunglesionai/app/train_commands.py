@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lunglesionai.app.arguments import parse_host
 from lunglesionai.datagen.uld_cases import (
     build_cases,
     validation_config,
@@ -71,6 +72,10 @@ def add_train_detector_parser(subparsers: argparse._SubParsersAction) -> argpars
                    help="isotropic grid spacing the detector learns and runs on, mm (default %(default)s)")
     p.add_argument("--init", metavar="DIR", help="start from the weights of this trained detector (same "
                    "architecture; another --spacing is allowed): fine-tuning")
+    p.add_argument("--host", action="append", type=parse_host, metavar="NAME=PATH",
+                   help="also train on composites in this host CT (a real CT file or DICOM folder, or phantom:SEED), "
+                   "each at its own grid and scanner-augmented (lunglesionai.training.detector_hosts); repeat")
+    p.add_argument("--cases-per-host", type=int, default=20, help="composites per --host (default %(default)s)")
     p.set_defaults(func=run_train_detector)
     return p
 
@@ -101,12 +106,21 @@ def run_train_detector(args: argparse.Namespace) -> int:
                                  init_from=args.init, network=replace(base.network, spacing_mm=args.spacing))
     if args.init:
         initial_weights(args.init, config.network)  # fail before the composites are built
+    if args.host and not args.lidc:
+        raise ValueError("--host needs --lidc (the nodules pasted into the hosts)")
     if not args.lidc and not args.luna16_images:
         raise ValueError("train detector needs --lidc (composites) and/or --luna16-images with --luna16-annotations")
     if bool(args.luna16_images) != bool(args.luna16_annotations):
         raise ValueError("--luna16-images and --luna16-annotations go together")
     start = time.monotonic()
-    cases = training_cases(args.lidc, args.real_ct, config, args.cache_dir) if args.lidc else []
+    cases = training_cases(args.lidc, args.real_ct, config, args.cache_dir) \
+        if args.lidc and (config.n_real or config.n_phantom) else []
+    if args.host:
+        from lunglesionai.training.detector_hosts import hosts_training_cases
+
+        cases += hosts_training_cases(args.host, args.lidc, args.cases_per_host, config.network.spacing_mm,
+                                      cache_dir=args.cache_dir, seed=args.seed,
+                                      nodules_per_case=config.nodules_per_case)
     if args.luna16_images:
         from lunglesionai.datasets.luna16 import read_seriesuids
 

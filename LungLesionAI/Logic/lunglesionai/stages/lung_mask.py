@@ -437,7 +437,8 @@ def _smooth_lungs(labels: np.ndarray, spacing_zyx: tuple[float, ...], config: Lu
         if not lung.any():
             continue
         closed = _close_mm(lung, spacing_zyx, config.closing_radius_mm)
-        closed = np.stack([ndi.binary_fill_holes(s) for s in closed])
+        box = ndi.find_objects(closed.astype(np.uint8))[0]  # fill holes only where this lung is (same result)
+        closed[box] = np.stack([ndi.binary_fill_holes(s) for s in closed[box]])
         out[closed & (out == BACKGROUND_LABEL)] = lab
     out[labels > 0] = labels[labels > 0]
     return out

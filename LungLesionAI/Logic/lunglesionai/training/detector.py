@@ -168,21 +168,21 @@ def training_cases(lidc_dir: str | os.PathLike, real_ct: str | os.PathLike | Non
             continue
         path = cache / f"detector-{host}-{n}-{key}.npz" if cache else None
         if path is not None and path.is_file():
-            cases += _read_cases(path)
+            cases += read_cases(path)
             continue
         paste = CompositeConfig(n_nodules=config.nodules_per_case, seed=config.seed + (0 if host == "real" else 1),
                                 split="train", juxta_pleural_fraction=config.juxta_pleural_fraction)
         made = [c for c in (case_from_composite(comp, config.network.spacing_mm) for comp in
                             build_composite_set(n, source, paste, host=host, real_ct_path=real_ct)) if c is not None]
         if path is not None:
-            _write_cases(path, made)
+            write_cases(path, made)
         cases += made
     if not cases:
         raise ValueError("no training composite could be made (no lungs found in the hosts)")
     return cases
 
 
-def _write_cases(path: Path, cases: list[TrainingCase]) -> None:
+def write_cases(path: Path, cases: list[TrainingCase]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for n, c in enumerate(cases):
@@ -192,7 +192,7 @@ def _write_cases(path: Path, cases: list[TrainingCase]) -> None:
     write_file_atomic(path, lambda tmp: np.savez(tmp, ids=ids, **arrays))
 
 
-def _read_cases(path: Path) -> list[TrainingCase]:
+def read_cases(path: Path) -> list[TrainingCase]:
     with np.load(path) as data:
         return [TrainingCase(str(case_id), data[f"image_{n}"].astype(np.float32), data[f"boxes_{n}"])
                 for n, case_id in enumerate(data["ids"])]
