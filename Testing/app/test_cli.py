@@ -32,15 +32,13 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_analyze_writes_the_result_files(phantom_file, tmp_path):
     phantom, path = phantom_file
     out = tmp_path / "out"
-    result = _run_cli("analyze", str(path), "-o", str(out))
+    result = _run_cli("analyze", str(path), "-o", str(out), "--indication", "incidental", "--age", "70")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == [".lunglesionai-manifest.json", "lunglesionai.log",
-                                                     "nodules.mrk.json", "nodules.seg.nrrd", "report.html",
-                                                     "report.json"]
+    files = ["findings.csv", "lunglesionai.log", "nodules.mrk.json", "nodules.seg.nrrd", "report.html", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".lunglesionai-manifest.json", *files]
     manifest = json.loads((out / ".lunglesionai-manifest.json").read_text())
     assert manifest["command"] == "analyze"
-    assert manifest["files"] == ["lunglesionai.log", "nodules.mrk.json", "nodules.seg.nrrd", "report.html",
-                                 "report.json"]
+    assert manifest["files"] == files
     report = json.loads((out / "report.json").read_text())
     validate_report_dict(report)
     assert report["input"]["path"] == str(path.resolve())
@@ -49,6 +47,20 @@ def test_analyze_writes_the_result_files(phantom_file, tmp_path):
     points = markups["markups"][0]["controlPoints"]
     assert [p["label"] for p in points] == [f["id"] for f in report["findings"]]
     assert "%" in result.stderr  # the tqdm bar went to stderr
+    exam = report["exam"]  # the clinical read: given age used, sex (not in a NRRD header) assumed
+    assert exam["indication"] == "incidental" and "age" not in exam["assumed"] and "sex" in exam["assumed"]
+    lung_findings = [f for f in report["findings"] if f["kind"] in ("nodule", "mass")]
+    assert all(f["lung_rads"] in ("1", "2", "3", "4A", "4B", "4X") for f in lung_findings)
+    expected = max([f["lung_rads"] for f in lung_findings], default="1", key=["1", "2", "3", "4A", "4B", "4X"].index)
+    assert exam["lung_rads"] in (expected, "0")  # "0" only when the phantom's lungs count as not fully covered
+    assert f"exam Lung-RADS {exam['lung_rads']}" in result.stdout
+
+
+def test_bad_patient_age_is_refused_before_the_ct_is_read(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "missing.nrrd"), "-o", str(out), "--age", "200", "--no-progress"]) \
+        == EXIT_BAD_INPUT
+    assert "age" in capsys.readouterr().err and not out.exists()
 
 
 def _text_file(tmp_path: Path) -> Path:

@@ -282,7 +282,7 @@ def test_patient_identifiers_only_when_asked(tmp_path, quick_analysis, capsys):
 def test_scan_warnings_name_missing_lungs_and_thick_slices():
     volume = _chest_like_volume(spacing_z=2.0, spacing_xy=4.0)  # 2 × 100 mL of lung
     lungs = np.zeros(volume.shape_zyx, np.uint8)
-    lungs[:, 8:24, 7:15], lungs[:, 8:24, 17:25] = 1, 2
+    lungs[1:-1, 8:24, 7:15], lungs[1:-1, 8:24, 17:25] = 1, 2  # apices and bases inside the scan
     assert scan_warnings(volume, lungs) == []
     assert scan_warnings(volume, np.zeros_like(lungs))[0].startswith(NO_LUNG_WARNING)
     one_lung = scan_warnings(volume, np.where(lungs == 1, lungs, 0).astype(np.uint8))

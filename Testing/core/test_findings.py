@@ -1,6 +1,7 @@
 """Tests of lunglesionai.core.findings: the Report/Finding data model and its JSON schema."""
 
 import json
+from dataclasses import replace
 
 import jsonschema
 import numpy as np
@@ -127,3 +128,87 @@ def test_mask_cropped_keeps_the_voxels_in_volume_coordinates():
     assert mask.array.sum() == 4  # a copy, not a view of the VOI
     with pytest.raises(ValueError, match="empty"):
         FindingMask.cropped(voi, (0, 0, 0))
+
+
+def _clinical_report() -> Report:
+    """A report with every issue-15 field set, as the pipeline and the clinical read write them."""
+    report = _report()
+    report.findings[0] = replace(
+        report.findings[0], mean_diameter_mm=6.25, texture="part-solid", solid_component_mean_diameter_mm=3.5,
+        solid_component_long_axis_mm=4.0, solid_component_short_axis_mm=3.0, solid_component_volume_mm3=20.1,
+        calcified=False, attachment="juxta-pleural", location={"side": "right", "lobe": None, "zone": "upper"},
+        lung_rads="4A", lung_rads_reason="part-solid, solid component >= 6 mm", brock_risk=0.08)
+    report.exam = {"emphysema_index_pct": 4.2, "nodule_count": 1, "lungs_fully_covered": True, "lung_rads": "4A",
+                   "modifiers": [], "management": "3-month LDCT", "indication": "screening",
+                   "fleischner": {"applies": False, "recommendation": None, "note": "screening exam"},
+                   "assumed": ["age", "sex"], "highest_risk_finding": "N1",
+                   "decision_support_note": "decision support, not a diagnosis"}
+    return report
+
+
+def test_clinical_fields_round_trip_and_validate():
+    report = _clinical_report()
+    d = json.loads(report.to_json())
+    validate_report_dict(d)
+    f = d["findings"][0]
+    assert f["mean_diameter_mm"] == 6.25 and f["location"] == {"side": "right", "lobe": None, "zone": "upper"}
+    assert f["lung_rads"] == "4A" and f["calcified"] is False and f["attachment"] == "juxta-pleural"
+    assert d["exam"]["nodule_count"] == 1 and d["exam"]["fleischner"]["recommendation"] is None
+    back = Report.from_dict(d)
+    assert back.findings[0] == replace(report.findings[0], center_lps_mm=(1.5, 2.0, 3.0))
+    assert back.exam == report.exam
+
+
+def test_new_fields_default_to_null_and_older_reports_still_load():
+    d = json.loads(_report().to_json())
+    for key in ("mean_diameter_mm", "solid_component_mean_diameter_mm", "calcified", "attachment", "location",
+                "lung_rads", "lung_rads_reason", "brock_risk"):
+        assert d["findings"][0][key] is None
+    assert d["exam"] == {}
+    del d["exam"]  # a report.json written before issue 15
+    assert Report.from_dict(d).exam == {}
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("findings", 0, "lung_rads"), "4C"),
+        (("findings", 0, "lung_rads"), "0"),  # "0" is an exam category only
+        (("findings", 0, "brock_risk"), 1.2),
+        (("findings", 0, "calcified"), "yes"),
+        (("findings", 0, "attachment"), "fissural"),
+        (("findings", 0, "mean_diameter_mm"), -1.0),
+        (("findings", 0, "location", "side"), "middle"),
+        (("findings", 0, "location", "zone"), "apex"),
+        (("findings", 0, "location", "lobe"), "RUL2"),
+        (("exam", "lung_rads"), "5"),
+        (("exam", "emphysema_index_pct"), 101.0),
+        (("exam", "nodule_count"), 1.5),
+        (("exam", "indication"), "diagnostic"),
+        (("exam", "lungs_fully_covered"), "no"),
+        (("exam", "fleischner", "applies"), None),
+    ],
+)
+def test_schema_rejects_bad_clinical_fields(path, value):
+    d = _clinical_report().to_dict()
+    target = d
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        validate_report_dict(d)
+
+
+@pytest.mark.parametrize(
+    "field_name, value",
+    [
+        ("attachment", "fissural"),
+        ("lung_rads", "4C"),
+        ("location", {"side": "middle", "lobe": None, "zone": "upper"}),
+        ("location", {"side": "left", "lobe": "RUL1", "zone": "upper"}),
+        ("location", {"side": "left", "zone": "upper"}),
+    ],
+)
+def test_finding_validates_clinical_fields(field_name, value):
+    with pytest.raises(ValueError, match=field_name):
+        Finding("N1", "nodule", (0, 0, 0), ((0, 0, 0), (1, 1, 1)), **{field_name: value})

@@ -82,10 +82,11 @@ def written(tmp_path):
 def test_write_outputs_writes_expected_files(written):
     _, paths, tmp_path = written
     out = tmp_path / "out"
-    expected = {"nodules.seg.nrrd", "nodules.mrk.json", "report.json", "lesions.seg.nrrd", "lesions.mrk.json"}
+    expected = {"nodules.seg.nrrd", "nodules.mrk.json", "report.json", "findings.csv", "lesions.seg.nrrd",
+                "lesions.mrk.json"}
     assert {p.name for p in out.iterdir()} == expected | {MANIFEST_NAME}
     assert read_manifest(out) == expected
-    assert set(paths) == {"nodules_segmentation", "nodules_markups", "report", "lesions_segmentation",
+    assert set(paths) == {"nodules_segmentation", "nodules_markups", "report", "findings_csv", "lesions_segmentation",
                           "lesions_markups"}
     assert all(p.parent == out.absolute() and p.is_file() for p in paths.values())
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left
@@ -96,9 +97,9 @@ def test_write_outputs_writes_expected_files(written):
 
 def test_no_lesion_files_without_lesions(tmp_path):
     paths = write_outputs(make_small_report(with_lesion=False), tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST_NAME, "nodules.mrk.json",
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST_NAME, "findings.csv", "nodules.mrk.json",
                                                                     "nodules.seg.nrrd", "report.json"]
-    assert set(paths) == {"nodules_segmentation", "nodules_markups", "report"}
+    assert set(paths) == {"nodules_segmentation", "nodules_markups", "report", "findings_csv"}
 
 
 def test_lesions_without_masks_get_boxes_only(tmp_path):
@@ -294,7 +295,7 @@ def test_extra_files_are_written_atomically_too(tmp_path):
     paths = write_outputs(make_small_report(), tmp_path / "out",
                           extra_files={"notes.txt": lambda p: p.write_text("hello")})
     assert paths["notes.txt"].read_text() == "hello"
-    for bad in ("report.json", "../x.txt", "a/b.txt", ""):
+    for bad in ("report.json", "findings.csv", "../x.txt", "a/b.txt", ""):
         with pytest.raises(ValueError):
             write_outputs(make_small_report(), tmp_path / "other", extra_files={bad: lambda p: None})
     assert not (tmp_path / "other").exists()

@@ -1,5 +1,8 @@
-"""Tests of lunglesionai.io.report_html: the page parses, one row per finding, thumbnails decode and are oriented
-radiologically, the 3D pictures are there or the page says why not; write_outputs(volume=...) adds report.html.
+"""Tests of lunglesionai.io.report_html (and its pictures, lunglesionai.io.report_pictures): the page parses, one row
+per finding, thumbnails decode and are oriented radiologically, the 3D pictures are there or the page says why not;
+write_outputs(volume=...) adds report.html. Issue 15: the study and exam summary at the top, rows linked to their
+pictures and back, the slice number and zone, approximate outlines dashed and labelled with no volume or mean HU
+shown, part-solid nodules with their solid part drawn inside.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage as ndi
 
 from conftest import REPO_ROOT
 from lunglesionai.core.findings import Finding, FindingMask, InputInfo, Report
@@ -97,7 +101,8 @@ def test_page_has_one_row_and_decodable_thumbnails_per_finding(tmp_path):
     page = _parse(path)
     assert [row_id for row_id, _ in page.rows] == ["row-N1", "row-N2", "row-N3", "row-L1"]
     assert all(len(cells) == len(report_html._COLUMNS) for _, cells in page.rows)
-    assert page.rows[0][1][:3] == ["N1", "nodule", "proposed"] and page.rows[0][1][9] == "–"  # not invented
+    malignancy = report_html._COLUMNS.index("Malignancy")
+    assert page.rows[0][1][:3] == ["N1", "nodule", "proposed"] and page.rows[0][1][malignancy] == "–"  # not invented
     styles = segment_styles(report.findings)
     by_alt = {alt: _decode(src) for alt, src in page.images}
     for finding in report.findings:
@@ -204,3 +209,233 @@ def test_headless_chromium_renders_the_page(tmp_path):
     artifacts = REPO_ROOT / "build" / "test-artifacts"  # kept for a person to look at (git-ignored)
     artifacts.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(screenshot, artifacts / "report_html.png")
+
+
+# --- issue 15: the clinical read on the page ---------------------------------------------------------------------
+
+class _Links(HTMLParser):
+    """Collects every element id, every href, and the text of the exam block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.hrefs: list[str] = []
+        self.exam_text: list[str] = []
+        self._depth_in_exam = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("id"):
+            self.ids.append(attrs["id"])
+        if tag == "a" and attrs.get("href"):
+            self.hrefs.append(attrs["href"])
+        if tag == "section" and (attrs.get("id") == "exam" or self._depth_in_exam):
+            self._depth_in_exam += 1
+
+    def handle_endtag(self, tag):
+        if tag == "section" and self._depth_in_exam:
+            self._depth_in_exam -= 1
+
+    def handle_data(self, data):
+        if self._depth_in_exam:
+            self.exam_text.append(data)
+
+
+def _links(path: Path) -> _Links:
+    links = _Links()
+    links.feed(path.read_text(encoding="utf-8"))
+    links.close()
+    return links
+
+
+EXAM = {
+    "emphysema_index_pct": 12.34, "nodule_count": 2, "lungs_fully_covered": True, "lung_rads": "4A",
+    "modifiers": ["S"], "management": "3-month LDCT; PET/CT may be used", "indication": "incidental",
+    "fleischner": {"applies": True, "recommendation": "CT at 3 months, then PET/CT or tissue sampling",
+                   "note": "Fleischner 2017 cell: single solid > 8 mm"},
+    "assumed": ["sex", "family_history"], "highest_risk_finding": "N2",
+    "decision_support_note": "Decision support from automatic measurements, not a diagnosis.",
+}
+
+
+def _clinical_report(report: Report) -> Report:
+    """The fixture's nodules with the clinical read's fields filled by hand (N2: the highest Brock risk)."""
+    n1, n2, n3, l1 = report.findings
+    n1 = replace(n1, lung_rads="2", brock_risk=0.004, mean_diameter_mm=5.0, long_axis_mm=5.5, short_axis_mm=4.5,
+                 texture="solid", location={"side": "right", "lobe": None, "zone": "upper"},
+                 extra={"mask_source": "classical"})
+    n2 = replace(n2, lung_rads="4A", lung_rads_reason="solid 8 to < 15 mm at baseline", brock_risk=0.1234,
+                 mean_diameter_mm=9.25, long_axis_mm=10.0, short_axis_mm=8.5, texture="solid", mean_hu=31.0,
+                 volume_mm3=4321.0, location={"side": "left", "lobe": "LUL", "zone": "upper"},
+                 extra={"mask_source": "detector box"})
+    return replace(report, findings=[n1, n2, n3, l1], exam=dict(EXAM))
+
+
+def _row_cells(page: _Page, finding_id: str) -> dict[str, str]:
+    cells = dict(page.rows)[f"row-{finding_id}"]
+    return dict(zip(report_html._COLUMNS, cells))
+
+
+def test_exam_summary_and_study_are_at_the_top(tmp_path):
+    _, report = _ct_report()
+    report = _clinical_report(report)
+    report.input = replace(report.input, description={
+        "study_description": "CT THORAX LOW DOSE", "study_date": "2024-03-18", "series_description": "B50f 1mm"})
+    path = report_html.write_report_html(report, None, tmp_path / "report.html")
+    text = path.read_text(encoding="utf-8")
+    exam = " ".join(" ".join(_links(path).exam_text).split())
+    for expected in ("Lung-RADS v2022 category 4A", "modifier S", "3-month LDCT; PET/CT may be used",
+                     "incidental", "CT at 3 months, then PET/CT or tissue sampling", "12.3 %", "Nodules 2",
+                     "N2 (nodule): Brock risk 12.3", "sex, family history of lung cancer: defaults",
+                     "not a diagnosis"):
+        assert expected in exam.replace("\u00a0", " "), expected
+    assert text.index('id="study"') < text.index('id="exam"') < text.index('id="findings"')
+    study = text[text.index('id="study"'):text.index('id="exam"')]
+    assert "CT THORAX LOW DOSE" in study and "2024-03-18" in study and "B50f 1mm" in study
+    assert "Patient name" not in text  # identifiers only when the header fields are in the report
+
+
+def test_patient_identifiers_only_when_in_the_report(tmp_path):
+    _, report = _ct_report()
+    report.input = replace(report.input, description={"study_date": "2024-03-18", "patient_name": "DOE^JANE",
+                                                      "patient_id": "P-17"})
+    text = report_html.write_report_html(report, None, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "DOE^JANE" in text and "P-17" in text
+    report.input = replace(report.input, description={})
+    text = report_html.write_report_html(report, None, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "not a DICOM series" in text and "No clinical read" in text  # no exam: the page says so
+
+
+def test_fleischner_that_does_not_apply_says_why(tmp_path):
+    _, report = _ct_report()
+    report = replace(_clinical_report(report), exam=dict(EXAM, indication="screening", fleischner={
+        "applies": False, "recommendation": None, "note": "Lung cancer screening: Lung-RADS applies."}))
+    exam = "".join(_links(report_html.write_report_html(report, None, tmp_path / "r.html")).exam_text)
+    assert "does not apply: Lung cancer screening: Lung-RADS applies." in exam
+
+
+def test_rows_link_to_pictures_and_back(tmp_path):
+    volume, report = _ct_report()
+    report = _clinical_report(report)
+    path = report_html.write_report_html(report, volume, tmp_path / "report.html", render_3d=False)
+    links = _links(path)
+    for finding in report.findings:
+        assert finding.id in links.ids and f"row-{finding.id}" in links.ids
+        assert f"#{finding.id}" in links.hrefs and f"#row-{finding.id}" in links.hrefs
+    assert all(href[1:] in links.ids for href in links.hrefs if href.startswith("#"))  # no dangling anchor
+    assert "#N2" in links.hrefs[:3]  # the exam's highest-risk finding links to its pictures
+
+
+def test_table_cells_of_the_clinical_read(tmp_path):
+    _, report = _ct_report()
+    report = _clinical_report(report)
+    page = _parse(report_html.write_report_html(report, None, tmp_path / "report.html"))
+    n1, n2 = _row_cells(page, "N1"), _row_cells(page, "N2")
+    assert (n1["Lung-RADS"], n1["Brock risk"].replace("\u00a0", " "), n1["Mean diameter (mm)"]) == ("2", "0.4 %", "5.0")
+    assert n1["Location"] == "right, upper zone" and n2["Location"] == "left, LUL"
+    for fid, cells in (("N1", n1), ("N2", n2)):
+        k = {"N1": 5, "N2": 12}[fid]  # the fixture's centres, k of the (k, j, i) input grid
+        z = next(f.center_lps_mm[2] for f in report.findings if f.id == fid)
+        assert cells["Slice / table z (mm)"] == f"{k + 1} / {z:.1f}"
+    assert n1["Volume (mm³)"] == f"{report.findings[0].volume_mm3:.0f}"
+
+
+def test_approximate_outline_is_labelled_dashed_and_not_measured(tmp_path):
+    volume, report = _ct_report()
+    report = _clinical_report(report)
+    path = report_html.write_report_html(report, volume, tmp_path / "report.html")
+    page = _parse(path)
+    n2 = _row_cells(page, "N2")
+    assert n2["Volume (mm³)"] == "—†" and n2["Mean HU"] == "—†" and n2["Mean diameter (mm)"] == "≈9.3"
+    text = path.read_text(encoding="utf-8")
+    assert "4321" not in text and "approximate outline (detector sphere)" in text
+    images = {alt: _decode(src) for alt, src in page.images}
+    assert "N2 3D" not in images  # no 3D picture of the detector's sphere
+    color = segment_styles(report.findings)["N2"].color_rgb
+
+    def colour_pieces(image):
+        target = np.round(np.asarray(color) * 255).astype(int)
+        hit = np.all(np.abs(np.asarray(image, int) - target) <= 1, axis=-1)
+        return ndi.label(hit, structure=np.ones((3, 3)))[1]
+
+    assert colour_pieces(images["N2 axial"]) > 4  # dashes
+    plain = replace(report, findings=[replace(f, extra={}) for f in report.findings])
+    solid_page = _parse(report_html.write_report_html(plain, volume, tmp_path / "plain.html", render_3d=False))
+    assert colour_pieces(dict((a, _decode(s)) for a, s in solid_page.images)["N2 axial"]) == 1  # one closed line
+
+
+def _part_solid_case():
+    """A 4-voxel-radius ground-glass ball (-600 HU) with a 2-voxel solid core (+30 HU), texture part-solid."""
+    hu = np.full((31, 31, 31), -900, np.int16)
+    k, j, i = np.mgrid[-4:5, -4:5, -4:5]
+    ball = k**2 + j**2 + i**2 <= 16
+    core = k**2 + j**2 + i**2 <= 4
+    hu[11:20, 11:20, 11:20][ball] = -600
+    hu[11:20, 11:20, 11:20][core] = 30
+    volume = Volume(hu, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    centre = tuple(volume.kji_to_lps([(15, 15, 15)])[0])
+    finding = Finding("N1", "nodule", centre, (centre, centre), diameter_mm=9.0, texture="part-solid",
+                      mask=FindingMask((11, 11, 11), ball))
+    return volume, Report(InputInfo.from_volume(volume), [finding])
+
+
+def test_part_solid_nodule_has_its_solid_part_drawn_inside(tmp_path):
+    from lunglesionai.io.report_pictures import solid_part_color
+
+    volume, report = _part_solid_case()
+    color = segment_styles(report.findings)["N1"].color_rgb
+    second = solid_part_color(color)
+    assert np.linalg.norm(np.subtract(second, color)) > 0.5  # a colour of its own
+
+    def axial(report, **kwargs):
+        page = _parse(report_html.write_report_html(report, volume, tmp_path / "r.html", render_3d=False, **kwargs))
+        return dict((a, _decode(s)) for a, s in page.images)["N1 axial"], "".join(page.text)
+
+    image, text = axial(report)
+    assert _has_color(image, color) and _has_color(image, second) and "solid part" in text
+    image, _ = axial(replace(report, findings=[replace(report.findings[0], texture="solid")]))
+    assert _has_color(image, color) and not _has_color(image, second)
+    image, _ = axial(report, solid_component_min_hu=100.0)  # nothing reaches the threshold: no solid part
+    assert not _has_color(image, second)
+
+
+def test_solid_part_mask_is_the_largest_connected_part_above_the_threshold():
+    from lunglesionai.io.report_pictures import solid_part_mask
+
+    volume, report = _part_solid_case()
+    hu = volume.hu.copy()
+    hu[15, 15, 19] = 50  # a lone dense voxel at the rim: not connected to the core
+    solid = solid_part_mask(volume.with_array(hu), report.findings[0].mask)
+    full = np.zeros(volume.shape_zyx, bool)
+    solid.paste_into(full, True)
+    assert full.sum() == 33 and full[15, 15, 15] and not full[15, 15, 19]  # the radius-2 voxel ball only
+    assert solid_part_mask(volume, report.findings[0].mask, min_hu=200.0) is None
+
+
+def test_solid_threshold_is_the_measurement_stage_one():
+    from lunglesionai.io.report_pictures import SOLID_COMPONENT_MIN_HU
+    from lunglesionai.stages.measurements import SOLID_COMPONENT_MIN_HU as STAGE_VALUE
+
+    assert SOLID_COMPONENT_MIN_HU == STAGE_VALUE
+
+
+def test_page_reads_the_fields_the_clinical_read_fills(tmp_path):
+    """Contract check with lunglesionai.clinical.read (the page only reads Report fields)."""
+    from lunglesionai.clinical.patient import PatientInfo
+    from lunglesionai.clinical.read import apply_clinical_read
+
+    _, report = _ct_report()
+    base = _clinical_report(report)
+    base = replace(base, findings=[replace(f, lung_rads=None, brock_risk=None, lung_rads_reason=None)
+                                   for f in base.findings],
+                   exam={"emphysema_index_pct": 3.0, "nodule_count": 3, "lungs_fully_covered": True})
+    read = apply_clinical_read(base, PatientInfo(age_years=64.0, sex="M"), "incidental")
+    path = report_html.write_report_html(read, None, tmp_path / "report.html")
+    exam = "".join(_links(path).exam_text)
+    assert f"category {read.exam['lung_rads']}" in exam and read.exam["management"][:40] in exam
+    page = _parse(path)
+    for finding in read.findings:
+        if finding.lung_rads:
+            assert _row_cells(page, finding.id)["Lung-RADS"] == finding.lung_rads
+    highest = read.exam["highest_risk_finding"]
+    assert highest is None or f"#{highest}" in _links(path).hrefs

@@ -206,3 +206,22 @@ def test_learned_detector_feeds_the_fp_reduction_its_grid(phantom):
     combined = analyze_volume(phantom.volume, PipelineConfig(detector="combined", grade=False, min_score=0.0))
     assert "RetinaNet" in combined.stages["detection"] and "classical" in combined.stages["detection"]
     assert {f.extra["detector"] for f in combined.findings} == {"retinanet", "hessian-dot"}
+
+
+def test_guideline_measurements_and_exam(phantom, report):
+    """Issue 15: every lung finding carries the guideline measurements; the exam block has the pipeline's keys."""
+    truth = phantom.truth_table()
+    match = score_against_phantom(report, truth)
+    n_nodules = sum(f.kind == "nodule" for f in report.findings)
+    assert report.exam["nodule_count"] == n_nodules
+    assert 0.0 <= report.exam["emphysema_index_pct"] < 5.0  # the phantom's lungs hold no emphysema
+    assert report.exam["lungs_fully_covered"] is True  # the small phantom holds both lungs whole
+    for finding, t in zip(report.findings, match.finding_truth):
+        assert finding.mean_diameter_mm == pytest.approx((finding.long_axis_mm + finding.short_axis_mm) / 2)
+        assert (finding.solid_component_mean_diameter_mm is not None) <= (finding.texture == "part-solid")
+        assert finding.calcified is False  # the phantom has no calcification
+        assert finding.attachment in ("juxta-pleural", "none")
+        assert finding.location["lobe"] is None and finding.location["zone"] in ("upper", "middle", "lower")
+        if t >= 0:
+            assert finding.location["side"] == truth[t]["lung"]
+    assert "not a lobe" in report.stages["measurement"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.findings import Finding, FindingMask
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.measurements import (
     GROUND_GLASS_MAX_FRACTION,
@@ -13,7 +13,10 @@ from lunglesionai.stages.measurements import (
     SOLID_MIN_FRACTION,
     axial_axes_mm,
     classify_texture,
+    mean_diameter_mm,
     measure_mask,
+    solid_component,
+    with_guideline_measurements,
 )
 
 
@@ -126,3 +129,97 @@ def test_invalid_masks():
         classify_texture(np.array([]))
     with pytest.raises(ValueError, match="3-D"):
         axial_axes_mm(np.ones((3, 3), bool), (1.0, 1.0))
+
+
+# --- guideline measurements: mean diameter, solid component, with_guideline_measurements ---------------------------
+
+@pytest.mark.parametrize(
+    "long_axis, short_axis, expected",
+    [
+        (8.0, 6.0, 7.0),
+        (6.05, 6.0, 6.025),  # unrounded: Lung-RADS rounds to 0.1 mm, Fleischner to 1 mm, the rules do it
+        (0.0, 0.0, 0.0),
+    ],
+)
+def test_mean_diameter(long_axis, short_axis, expected):
+    assert mean_diameter_mm(long_axis, short_axis) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("long_axis, short_axis", [(5.0, 6.0), (-1.0, -2.0), (float("nan"), 1.0)])
+def test_mean_diameter_rejects_bad_axes(long_axis, short_axis):
+    with pytest.raises(ValueError, match="axis|axes"):
+        mean_diameter_mm(long_axis, short_axis)
+
+
+def test_measure_mask_reports_the_mean_of_the_axial_axes():
+    spacing = (0.6, 0.6, 1.0)
+    shape = (12, 60, 60)
+    mask = _ellipsoid(shape, (6, 30, 30), (4.0, 4.0, 8.0), spacing[::-1], 30.0)
+    m = measure_mask(_volume(shape, spacing), FindingMask((0, 0, 0), mask))
+    assert m.mean_diameter_mm == pytest.approx((m.long_axis_mm + m.short_axis_mm) / 2)
+    assert m.finding_fields()["mean_diameter_mm"] == pytest.approx(12.0, abs=spacing[0])
+
+
+def _part_solid(spacing=(0.7, 0.7, 1.0), shape=(24, 50, 50), core_radius_mm=2.5, core_shift_vox=(0, 0, 0)):
+    """Ground-glass ball (-650 HU, radius 6 mm) with a solid core (20 HU) and a 3-voxel dense speck apart from it."""
+    spacing_zyx = spacing[::-1]
+    centre = np.array(shape) // 2
+    nodule = _ellipsoid(shape, centre, (6, 6, 6), spacing_zyx)
+    core = _ellipsoid(shape, centre + core_shift_vox, (core_radius_mm,) * 3, spacing_zyx) & nodule
+    hu = np.full(shape, -850.0, np.float32)
+    hu[nodule] = -650.0
+    hu[core] = 20.0
+    speck = (centre[0], centre[1] + 6, slice(centre[2] + 2, centre[2] + 5))  # inside the ball, apart from the core
+    hu[speck] = 20.0
+    return Volume(hu, spacing, (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)), nodule, core
+
+
+def test_solid_component_is_the_largest_dense_group():
+    volume, nodule, core = _part_solid()
+    part = solid_component(volume, FindingMask((0, 0, 0), nodule))
+    rebuilt = np.zeros(nodule.shape, bool)
+    part.mask.paste_into(rebuilt, True)
+    np.testing.assert_array_equal(rebuilt, core)  # the separate dense speck is not part of it
+    assert part.volume_mm3 == pytest.approx(core.sum() * volume.voxel_volume_mm3)
+    assert part.long_axis_mm == pytest.approx(5.0, abs=0.7) and part.short_axis_mm == pytest.approx(5.0, abs=0.7)
+    assert part.mean_diameter_mm == pytest.approx((part.long_axis_mm + part.short_axis_mm) / 2)
+    assert part.finding_fields()["solid_component_volume_mm3"] == part.volume_mm3
+
+
+def test_solid_component_none_without_dense_voxels():
+    volume, nodule, _ = _part_solid()
+    hu = volume.hu.copy()
+    hu[hu >= SOLID_COMPONENT_MIN_HU] = -650.0
+    assert solid_component(volume.with_array(hu), FindingMask((0, 0, 0), nodule)) is None
+
+
+def test_solid_component_threshold_is_inclusive():
+    volume, nodule, core = _part_solid()
+    hu = volume.hu.copy()
+    hu[core] = SOLID_COMPONENT_MIN_HU
+    part = solid_component(volume.with_array(hu), FindingMask((0, 0, 0), nodule))
+    assert part is not None and part.volume_mm3 == pytest.approx(core.sum() * volume.voxel_volume_mm3)
+
+
+@pytest.mark.parametrize("texture, has_solid_component", [("part-solid", True), ("solid", False),
+                                                          ("ground-glass", False), (None, False)])
+def test_with_guideline_measurements(texture, has_solid_component):
+    volume, nodule, _ = _part_solid()
+    mask = FindingMask.cropped(nodule, (0, 0, 0))
+    m = measure_mask(volume, mask)
+    finding = Finding("N1", "nodule", m.center_lps_mm, m.bbox_lps_mm, long_axis_mm=m.long_axis_mm,
+                      short_axis_mm=m.short_axis_mm, texture=texture, extra={"detector": "learned"}, mask=mask)
+    measured = with_guideline_measurements(volume, finding)
+    assert measured.mean_diameter_mm == pytest.approx((m.long_axis_mm + m.short_axis_mm) / 2)
+    assert (measured.solid_component_mean_diameter_mm is not None) == has_solid_component
+    assert (measured.solid_component_volume_mm3 is not None) == has_solid_component
+    assert measured.calcified is False and measured.extra == {"detector": "learned", "calcification": "none"}
+    assert finding.mean_diameter_mm is None and finding.extra == {"detector": "learned"}  # input not modified
+
+
+def test_with_guideline_measurements_without_a_mask():
+    finding = Finding("N1", "nodule", (0.0, 0.0, 0.0), ((0, 0, 0), (1, 1, 1)), long_axis_mm=9.0, short_axis_mm=7.0,
+                      texture="part-solid")
+    measured = with_guideline_measurements(_volume((4, 4, 4)), finding)
+    assert measured.mean_diameter_mm == 8.0
+    assert measured.calcified is None and measured.solid_component_mean_diameter_mm is None

@@ -13,7 +13,11 @@ Stages (each a function of arrays and geometry; no files, no Slicer):
    learned detection it cannot separate from a vessel or the pleura keeps the dense part of the detector's ball
    (:func:`lunglesionai.stages.segmentation.ball_mask`, ``extra["mask_source"]`` "detector box").
 5. ``measurement``: centre, axes, volume, mean HU, texture from each mask (:mod:`lunglesionai.stages.measurements`),
-   then duplicate merging.
+   then duplicate merging. After grading, each nodule and mass gets the guideline measurements from its final mask
+   (mean diameter, solid component, calcification: :func:`lunglesionai.stages.measurements.with_guideline_measurements`)
+   and its side, zone and pleural attachment (:mod:`lunglesionai.stages.nodule_location`); ``Report.exam`` gets the
+   emphysema index (:mod:`lunglesionai.stages.emphysema`), the nodule count and whether the lungs are fully covered
+   (:func:`lunglesionai.stages.scan_coverage.lungs_fully_covered`).
    Masses (lesions over 30 mm, :mod:`lunglesionai.stages.masses`) are searched and segmented classically in the
    segmentation stage, from their own seeds and from candidates whose nodule mask came out over 30 mm; nodule
    findings inside a mass are merged into it. Masses bypass the operating point and the FP reduction.
@@ -40,12 +44,14 @@ from lunglesionai.core.orientation import reorient_to_lps
 from lunglesionai.core.vocabulary import DEFAULT_DETECTOR, DETECTOR_NAMES, DEVICES
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.blob_detector import LEARNED_METHOD_NAME, BlobDetectorConfig, Candidate
+from lunglesionai.stages.emphysema import emphysema_index_pct
 from lunglesionai.stages.lung_mask import segment_lungs
 from lunglesionai.stages.mass_findings import MASS_NOT_GRADED, find_masses, masks_overlap, merge_into_masses
 from lunglesionai.stages.masses import MassConfig
-from lunglesionai.stages.measurements import measure_mask
+from lunglesionai.stages.measurements import measure_mask, with_guideline_measurements
 from lunglesionai.stages.nodule_detection import detect_nodules, load_learned_model, torch_device
-from lunglesionai.stages.scan_coverage import scan_warnings
+from lunglesionai.stages.nodule_location import with_location
+from lunglesionai.stages.scan_coverage import lungs_fully_covered, scan_warnings
 from lunglesionai.stages.segmentation import ball_mask, segment_nodule
 
 __all__ = ["PipelineConfig", "ProgressCallback", "analyze_volume", "merge_duplicates"]
@@ -65,6 +71,11 @@ _ID_PREFIXES = {"nodule": "N", "mass": "M", "lesion": "L"}
 #: What the report's stages say about masses.
 MASS_METHOD = ("masses: classical (dense-tissue cores surrounded by lung, ray-cast cut at the mediastinum/chest wall, "
                "vessel opening; > 30 mm, compact, mostly in the lung)")
+
+#: What the report's measurement stage adds about the guideline measurements (rules, not models).
+GUIDELINE_MEASUREMENTS = ("guideline rules: mean axial diameter; part-solid solid component >= -400 HU; calcification "
+                          ">= 200 HU (diffuse or central); side and craniocaudal zone (a third of the lung, not a "
+                          "lobe); juxta-pleural contact with the lung mask's boundary")
 
 _STAGE_WEIGHTS = {"lung_mask": 0.15, "detection": 0.4, "segmentation": 0.2, "measurement": 0.05, "grading": 0.1,
                   "uld": 0.1}
@@ -218,7 +229,9 @@ def analyze_volume(
             stages["grading"] += f"; {MASS_NOT_GRADED}"
     if config.masses:
         stages["segmentation"] += f"; {MASS_METHOD}"
-    findings = masses + findings
+    findings = with_location(lps_volume, lung_mask,
+                             [with_guideline_measurements(lps_volume, f) for f in masses + findings])
+    stages["measurement"] += f"; {GUIDELINE_MEASUREMENTS}"
     lesions: list[Finding] = []
     if config.uld:
         with tracker("uld"):
@@ -237,6 +250,9 @@ def analyze_volume(
         version=__version__,
         models=models,
         warnings=warnings,
+        exam={"emphysema_index_pct": emphysema_index_pct(lps_volume, lung_mask),
+              "nodule_count": sum(f.kind == "nodule" for f in findings),
+              "lungs_fully_covered": lungs_fully_covered(lps_volume, lung_mask)},
     )
 
 

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from lunglesionai import __version__
-from lunglesionai.app.arguments import add_detection_arguments, add_progress_arguments
+from lunglesionai.app.arguments import (
+    add_clinical_arguments,
+    add_detection_arguments,
+    add_progress_arguments,
+    patient_from_arguments,
+)
 
 __all__ = ["main", "build_parser", "run_analyze", "run_demo", "run_bench", "run_evaluate_phantom", "EXIT_BAD_INPUT",
            "EXIT_INTERRUPTED", "EXIT_TERMINATED", "RUN_LOG_NAME", "UsageError", "add_detection_arguments"]
@@ -58,6 +63,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     from lunglesionai.core.output_folder import check_output_folder
 
     _check_device(args.device)
+    patient = patient_from_arguments(args)
     out = check_output_folder(args.output, overwrite=args.overwrite, inputs=[args.input])
     from lunglesionai.io.ct_files import load_volume
 
@@ -75,6 +81,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     if Path(args.input).is_dir() or _is_dicom_file(args.input):
         report.input = _with_description(report.input, describe_dicom_input(
             args.input, series_uid=args.series_uid, include_identifiers=args.include_identifiers))
+    from lunglesionai.clinical.read import apply_clinical_read
+
+    report = apply_clinical_read(report, patient, args.indication)
     paths = write_outputs(report, out, overwrite=args.overwrite, volume=volume,
                           extra_files={RUN_LOG_NAME: _RUN_LOG.write})
     _print_findings(report)
@@ -143,6 +152,13 @@ def _print_findings(report) -> None:
     lesions = report.lesions()
     if lesions:
         print(f"{len(lesions)} other lesion finding(s) (universal lesion detection)")
+    exam = report.exam
+    if exam.get("lung_rads") is not None:
+        assumed = f"; assumed: {', '.join(exam['assumed'])}" if exam.get("assumed") else ""
+        print(f"exam Lung-RADS {exam['lung_rads']} ({exam.get('indication')}; decision support){assumed}")
+        fleischner = exam.get("fleischner") or {}
+        if fleischner.get("applies"):
+            print(f"Fleischner 2017: {fleischner.get('recommendation')}")
 
 
 def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
@@ -209,6 +225,7 @@ def _add_analyze_parser(sub) -> None:
     p.add_argument("--include-identifiers", action="store_true",
                    help="write the patient's name and ID (DICOM input) into report.json and report.html; by "
                    "default they are left out")
+    add_clinical_arguments(p)
     add_progress_arguments(p)
     p.set_defaults(func=run_analyze)
 

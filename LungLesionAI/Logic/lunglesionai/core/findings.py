@@ -26,6 +26,11 @@ from lunglesionai.core.vocabulary import (  # noqa: F401  (re-exported for calle
 
 __all__ = [
     "REPORT_SCHEMA_ID",
+    "ATTACHMENTS",
+    "LOBES",
+    "LUNG_RADS_CATEGORIES",
+    "SIDES",
+    "ZONES",
     "STAGES",
     "NOT_RUN",
     "REVIEW_STATES",
@@ -39,6 +44,14 @@ __all__ = [
 ]
 
 REPORT_SCHEMA_ID = "lunglesionai-report/1"
+#: ``Finding.attachment`` values (None: not determined).
+ATTACHMENTS = ("juxta-pleural", "none")
+#: ``Finding.location`` values: "side", "lobe" (None where lobes are not segmented) and "zone".
+SIDES = ("right", "left")
+LOBES = ("RUL", "RML", "RLL", "LUL", "LLL")
+ZONES = ("upper", "middle", "lower")
+#: Lung-RADS v2022 categories of one finding; the exam category may also be "0" (incomplete).
+LUNG_RADS_CATEGORIES = ("1", "2", "3", "4A", "4B", "4X")
 #: Pipeline stages in order; ``Report.stages`` maps each to the method that ran or to :data:`NOT_RUN`.
 
 
@@ -128,6 +141,22 @@ class Finding:
         malignancy_probability: probability in [0, 1] (``None`` until a grader runs).
         invasiveness: probabilities for "pre-invasive", "minimally-invasive", "invasive" (``None`` until a grader
             runs). A radiological surrogate from texture, not pathology.
+        mean_diameter_mm: (long_axis_mm + short_axis_mm) / 2 in the axial plane, unrounded (the size Lung-RADS
+            v2022 and Fleischner 2017 use; Lung-RADS rounds it to 0.1 mm, Fleischner to the nearest mm).
+        solid_component_mean_diameter_mm, solid_component_long_axis_mm, solid_component_short_axis_mm,
+            solid_component_volume_mm3: the solid component of a part-solid nodule (``None`` unless ``texture`` is
+            "part-solid"): its axial axes, their mean and its volume, from an HU rule, not a model
+            (:func:`lunglesionai.stages.measurements.solid_component`).
+        calcified: benign-pattern (diffuse or central) calcification by an HU rule
+            (:func:`lunglesionai.stages.measurements.is_calcified`); it cannot tell popcorn or laminated from
+            other patterns reliably.
+        attachment: "juxta-pleural" (the mask touches the lung mask's boundary) or "none"; fissural attachment is
+            not determined (no fissure segmentation) (:func:`lunglesionai.stages.nodule_location.pleural_attachment`).
+        location: ``{"side": "left"|"right", "lobe": None, "zone": "upper"|"middle"|"lower"}``; the zone is a third
+            of the lung's craniocaudal extent, not a lobe (:func:`lunglesionai.stages.nodule_location.locate`).
+        lung_rads: Lung-RADS v2022 category ("1", "2", "3", "4A", "4B", "4X"); ``lung_rads_reason`` the table row
+            that applied; ``brock_risk`` the Brock/PanCan malignancy risk in [0, 1] (McWilliams et al., NEJM 2013).
+            These three are decision support set by ``lunglesionai.clinical.read.apply_clinical_read``.
         status: review state: "proposed", "accepted" or "rejected".
         extra: further per-finding fields written to report.json as they are.
         mask: voxel mask on the analysed grid (not written to report.json; it goes to the .seg.nrrd).
@@ -146,6 +175,17 @@ class Finding:
     texture: Optional[str] = None
     malignancy_probability: Optional[float] = None
     invasiveness: Optional[dict[str, float]] = None
+    mean_diameter_mm: Optional[float] = None
+    solid_component_mean_diameter_mm: Optional[float] = None
+    solid_component_long_axis_mm: Optional[float] = None
+    solid_component_short_axis_mm: Optional[float] = None
+    solid_component_volume_mm3: Optional[float] = None
+    calcified: Optional[bool] = None
+    attachment: Optional[str] = None
+    location: Optional[dict[str, Optional[str]]] = None
+    lung_rads: Optional[str] = None
+    lung_rads_reason: Optional[str] = None
+    brock_risk: Optional[float] = None
     status: str = "proposed"
     extra: dict[str, Any] = field(default_factory=dict)
     mask: Optional[FindingMask] = field(default=None, repr=False, compare=False)
@@ -155,6 +195,12 @@ class Finding:
             raise ValueError(f"Finding.kind must be one of {FINDING_KINDS}, got {self.kind!r}")
         if self.status not in REVIEW_STATES:
             raise ValueError(f"Finding.status must be proposed/accepted/rejected, got {self.status!r}")
+        if self.attachment is not None and self.attachment not in ATTACHMENTS:
+            raise ValueError(f"Finding.attachment must be one of {ATTACHMENTS} or None, got {self.attachment!r}")
+        if self.lung_rads is not None and self.lung_rads not in LUNG_RADS_CATEGORIES:
+            raise ValueError(f"Finding.lung_rads must be one of {LUNG_RADS_CATEGORIES} or None, got {self.lung_rads!r}")
+        if self.location is not None:
+            _check_location(self.location)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (no mask); ``extra`` keys are merged in at the top level."""
@@ -219,6 +265,11 @@ class Report:
     ``models`` lists ``{"name", "version", "sha256"}`` of each trained model used (empty for classical stages).
     ``warnings`` are one-line statements of what was not analysed or is less reliable (e.g. "no lung of
     plausible size found", thick slices); shown in report.html's header, the CLI summary and the Slicer panel.
+    ``exam`` holds exam-level results: the pipeline sets ``emphysema_index_pct`` (% of lung voxels below −950 HU,
+    :mod:`lunglesionai.stages.emphysema`), ``nodule_count`` (findings of kind "nodule") and ``lungs_fully_covered``
+    (False when a lung is missing or cut by the scan's edge, or no lung was found); the clinical read adds
+    ``lung_rads``, ``modifiers``, ``management``, ``fleischner``, ``indication``, ``assumed``,
+    ``highest_risk_finding`` and ``decision_support_note`` (see ``schemas/report-1.json``).
     """
 
     input: InputInfo
@@ -229,6 +280,7 @@ class Report:
     version: str = ""
     models: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    exam: dict[str, Any] = field(default_factory=dict)
 
     def nodules(self) -> list[Finding]:
         """Findings of kind "nodule", in report order."""
@@ -259,6 +311,7 @@ class Report:
                 "timings_s": {k: round(float(v), 4) for k, v in self.timings_s.items()},
                 "findings": [f.to_dict() for f in self.findings],
                 "warnings": list(self.warnings),
+                "exam": dict(self.exam),
             }
         )
 
@@ -292,7 +345,17 @@ class Report:
             version=d["software"]["version"],
             models=list(d["software"]["models"]),
             warnings=list(d.get("warnings", [])),
+            exam=dict(d.get("exam", {})),
         )
+
+
+def _check_location(location: dict) -> None:
+    """Raise ValueError unless ``location`` is {"side": SIDES, "lobe": LOBES or None, "zone": ZONES}."""
+    if (not isinstance(location, dict) or not {"side", "lobe", "zone"} <= set(location)
+            or location["side"] not in SIDES or location["zone"] not in ZONES
+            or (location["lobe"] is not None and location["lobe"] not in LOBES)):
+        raise ValueError(f"Finding.location must be {{'side': {SIDES}, 'lobe': {LOBES} or None, 'zone': {ZONES}}}, "
+                         f"got {location!r}")
 
 
 def _input_dict(info: InputInfo) -> dict[str, Any]:

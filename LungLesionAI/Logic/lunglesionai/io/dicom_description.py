@@ -1,11 +1,13 @@
 """Descriptive header fields of a DICOM input for the report, without patient identifiers unless asked.
 
 report.json (``input.description``) and report.html show what a reader needs to recognise the scan — series
-description, study and series date, modality, manufacturer and model, reconstruction kernel, slice thickness —
-and leave out the patient's name and ID unless ``include_identifiers`` (``--include-identifiers``) asks for them,
-so that reports and logs can be shared without carrying direct identifiers (the attributes DICOM PS3.15 Annex E,
-Basic Application Level Confidentiality Profile, removes). Header strings are sanitised (control characters
-replaced) before they reach any file or terminal.
+description, study and series date, modality, manufacturer and model, reconstruction kernel, slice thickness,
+the patient's age and sex (the Brock risk model of :mod:`lunglesionai.clinical` needs them) — and leave out the
+patient's name and ID unless ``include_identifiers`` (``--include-identifiers``) asks for them, so that reports
+and logs can be shared without carrying direct identifiers (the attributes DICOM PS3.15 Annex E, Basic
+Application Level Confidentiality Profile, removes; age and sex are kept as its Retain Patient Characteristics
+Option keeps them). Header strings are sanitised (control characters replaced) before they reach any file or
+terminal.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ DESCRIPTIVE_TAGS = {
     "manufacturer_model": "ManufacturerModelName",
     "convolution_kernel": "ConvolutionKernel",
     "slice_thickness_mm": "SliceThickness",
+    "patient_age": "PatientAge",  # DICOM Age String, e.g. "062Y": the Brock risk model's age (lunglesionai.clinical)
+    "patient_sex": "PatientSex",  # "F", "M" or "O": the Brock risk model's sex
 }
 """report key → DICOM keyword of the fields always reported (when present)."""
 IDENTIFYING_TAGS = {"patient_name": "PatientName", "patient_id": "PatientID"}

@@ -7,6 +7,7 @@
   with ``slicerio`` (no Slicer needed); a report without such masks gives a valid segmentation with no segments.
 * ``nodules.mrk.json``: Slicer markups, one Fiducial with a control point per mass and nodule (LPS mm).
 * ``report.json``: ``lunglesionai-report/1``, validated before anything is written.
+* ``findings.csv``: one row per finding, the columns of report.html's table (:mod:`lunglesionai.io.findings_table`).
 * ``lesions.mrk.json`` (ROI boxes) when the report has lesions, ``lesions.seg.nrrd`` when a lesion has a mask.
 * ``report.html`` when the CT is given (``volume=``): the findings table with thumbnails and 3D renderings, for
   people (:mod:`lunglesionai.io.report_html`).
@@ -36,6 +37,7 @@ from lunglesionai.core.segments import (
     segment_styles,
 )
 from lunglesionai.core.volume import Volume, ijk_to_lps_matrix
+from lunglesionai.io.findings_table import write_findings_csv
 
 __all__ = [
     "MARKUPS_SCHEMA_URL",
@@ -45,6 +47,7 @@ __all__ = [
     "LESIONS_MARKUPS",
     "REPORT_JSON",
     "REPORT_HTML",
+    "FINDINGS_CSV",
     "segmentation_dict",
     "markups_fiducial_dict",
     "markups_roi_dict",
@@ -64,8 +67,9 @@ LESIONS_SEGMENTATION = "lesions.seg.nrrd"
 LESIONS_MARKUPS = "lesions.mrk.json"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+FINDINGS_CSV = "findings.csv"
 _STANDARD_NAMES = (NODULES_SEGMENTATION, NODULES_MARKUPS, LESIONS_SEGMENTATION, LESIONS_MARKUPS, REPORT_JSON,
-                   REPORT_HTML)
+                   FINDINGS_CSV, REPORT_HTML)
 #: Keys of the dict :func:`write_outputs` returns, per standard file.
 _RESULT_KEYS = {
     NODULES_SEGMENTATION: "nodules_segmentation",
@@ -74,6 +78,7 @@ _RESULT_KEYS = {
     LESIONS_MARKUPS: "lesions_markups",
     REPORT_JSON: "report",
     REPORT_HTML: "report_html",
+    FINDINGS_CSV: "findings_csv",
 }
 #: gzip level of the .seg.nrrd voxels: zlib's default; on a 512×512×300 grid with 20 nodules it writes 92 kB in
 #: 0.35 s (level 1: 364 kB, 0.2 s; level 9: 91 kB, 0.35 s).
@@ -284,7 +289,8 @@ def write_outputs(
         command: the command recorded in the manifest.
 
     Returns:
-        Final path of every file written, keyed "nodules_segmentation", "nodules_markups", "report", and
+        Final path of every file written, keyed "nodules_segmentation", "nodules_markups", "report",
+        "findings_csv", and
         "lesions_markups" / "lesions_segmentation" / "report_html" when present; extra files are keyed by their
         names.
 
@@ -334,6 +340,7 @@ def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping
     if lesions:
         writers[LESIONS_MARKUPS] = lambda p: write_json_atomic(p, markups_roi_dict(lesions))
     writers[REPORT_JSON] = lambda p: write_json_atomic(p, report_dict)
+    writers[FINDINGS_CSV] = lambda p: write_findings_csv(report, p)
     if volume is not None:
         from lunglesionai.io.report_html import write_report_html
 

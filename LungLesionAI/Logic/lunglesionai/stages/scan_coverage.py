@@ -19,13 +19,17 @@ import numpy as np
 from lunglesionai.core.vocabulary import NO_LUNG_WARNING
 from lunglesionai.core.volume import Volume
 
-__all__ = ["MIN_LUNG_VOLUME_ML", "NO_LUNG_WARNING", "THICK_SLICE_MM", "result_summary", "scan_warnings"]
+__all__ = ["LUNG_CUT_MIN_AREA_MM2", "MIN_LUNG_VOLUME_ML", "NO_LUNG_WARNING", "THICK_SLICE_MM", "lungs_fully_covered",
+           "result_summary", "scan_warnings"]
 
 MIN_LUNG_VOLUME_ML = 20.0
 """Least total lung volume (mL) that counts as "lung found": a few slices through the lung bases hold 100 mL or
 more; a scan outside the chest (head, pelvis) holds none."""
 THICK_SLICE_MM = 3.0
 """Slice spacing (mm) above which the thick-slice warning is given (screening protocols use ≤ 2.5 mm)."""
+LUNG_CUT_MIN_AREA_MM2 = 100.0
+"""A lung whose cross-section on one of the volume's six faces covers at least this area (mm²) is cut by the scan's
+edge (a lung apex or base reached by the first or last slice, or a field of view narrower than the chest)."""
 _SIDE_NAMES = {1: "right", 2: "left"}
 
 
@@ -51,8 +55,7 @@ def scan_warnings(volume: Volume, lung_labels: np.ndarray) -> list[str]:
     if tuple(lung_labels.shape) != tuple(volume.shape_zyx):
         raise ValueError(f"lung labels of shape {lung_labels.shape} are not on the volume's grid {volume.shape_zyx}")
     warnings = []
-    voxel_ml = volume.voxel_volume_mm3 / 1000.0
-    volumes_ml = {label: float(np.count_nonzero(lung_labels == label)) * voxel_ml for label in _SIDE_NAMES}
+    volumes_ml = _lung_volumes_ml(volume, lung_labels)
     total_ml = sum(volumes_ml.values())
     if total_ml < MIN_LUNG_VOLUME_ML:
         warnings.append(f"{NO_LUNG_WARNING} ({total_ml:.0f} mL of lung segmented): the scan was not searched for "
@@ -62,11 +65,57 @@ def scan_warnings(volume: Volume, lung_labels: np.ndarray) -> list[str]:
         if missing:
             warnings.append(f"only one lung found: the {missing[0]} lung was not analysed (outside the scan, or "
                             "not separable from the other lung)")
+        else:
+            cut = _cut_faces(volume, lung_labels)
+            if cut:
+                warnings.append(f"lungs cut by the scan's edge ({', '.join(cut)}): the lungs are not fully imaged, "
+                                "the part outside was not searched (Lung-RADS category 0)")
     slice_mm = float(volume.spacing_mm[2])
     if slice_mm > THICK_SLICE_MM:
         warnings.append(f"slices {slice_mm:.1f} mm apart (thicker than {THICK_SLICE_MM:g} mm): sensitivity for "
                         "small nodules is reduced and sizes are less accurate")
     return warnings
+
+
+def lungs_fully_covered(volume: Volume, lung_labels: np.ndarray) -> bool:
+    """Whether the scan holds both lungs whole: False when :func:`scan_warnings` finds no lung or only one, or when
+    a lung is cut by the volume's edge (:data:`LUNG_CUT_MIN_AREA_MM2` of it on a face of the volume).
+
+    Lung-RADS v2022 gives category 0 to an exam whose lungs are not fully imaged; the clinical read takes this
+    flag (``Report.exam["lungs_fully_covered"]``) for that.
+
+    Args:
+        volume: the CT as analysed (LPS orientation), ``spacing_mm`` (x, y, z).
+        lung_labels: (Z, Y, X) lung labels on ``volume``'s grid (0 background, 1 right, 2 left).
+
+    Raises:
+        ValueError: ``lung_labels`` is not on ``volume``'s grid.
+
+    Example:
+        >>> lungs_fully_covered(phantom.volume, segment_lungs(phantom.volume))   # doctest: +SKIP
+        True
+    """
+    if tuple(lung_labels.shape) != tuple(volume.shape_zyx):
+        raise ValueError(f"lung labels of shape {lung_labels.shape} are not on the volume's grid {volume.shape_zyx}")
+    if min(_lung_volumes_ml(volume, lung_labels).values()) < MIN_LUNG_VOLUME_ML / 2:
+        return False  # no lung, or one lung missing (the conditions of scan_warnings)
+    return not _cut_faces(volume, lung_labels)
+
+
+def _cut_faces(volume: Volume, lung_labels: np.ndarray) -> list[str]:
+    """Names of the volume's faces (LPS: "inferior", "superior", "anterior", "posterior", "right", "left") that
+    cut the lungs (at least :data:`LUNG_CUT_MIN_AREA_MM2` of lung on the face)."""
+    sx, sy, sz = (float(v) for v in volume.spacing_mm)
+    lung = np.asarray(lung_labels) != 0
+    faces = (("inferior", lung[0], sx * sy), ("superior", lung[-1], sx * sy), ("anterior", lung[:, 0], sx * sz),
+             ("posterior", lung[:, -1], sx * sz), ("right", lung[:, :, 0], sy * sz), ("left", lung[:, :, -1], sy * sz))
+    return [name for name, face, area in faces if np.count_nonzero(face) * area >= LUNG_CUT_MIN_AREA_MM2]
+
+
+def _lung_volumes_ml(volume: Volume, lung_labels: np.ndarray) -> dict[int, float]:
+    """Volume (mL) of each lung label."""
+    voxel_ml = volume.voxel_volume_mm3 / 1000.0
+    return {label: float(np.count_nonzero(lung_labels == label)) * voxel_ml for label in _SIDE_NAMES}
 
 
 def result_summary(n_findings: int, warnings: list[str]) -> str:
