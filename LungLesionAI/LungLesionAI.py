@@ -59,6 +59,12 @@ DEFAULT_STAGES = ("detection", "fp_reduction", "segmentation", "grading")
 #: sends no operating point, so the model default of the stages that run applies (the FP reduction's, or without
 #: it the learned detector's own).
 DEFAULT_MIN_SCORE = 0.70
+#: Indications of the clinical read (``lunglesionai analyze --indication``): Lung-RADS v2022 for screening,
+#: Fleischner 2017 as well for incidental nodules.
+INDICATIONS = ("screening", "incidental")
+#: Panel choices for values not given ("" = from the DICOM header, else the read's stated default).
+SEX_CHOICES = ("", "F", "M")
+FAMILY_HISTORY_CHOICES = ("", "yes", "no")
 STAGE_TITLES = {
     "lung_mask": _("Finding the lungs"),
     "detection": _("Detecting nodules"),
@@ -137,6 +143,10 @@ class LungLesionAIParameterNode:
     device: "auto", "cpu" or "cuda" for the deep-learning stages.
     minScore: operating point, the lowest finding score kept: 0.70 (default) is the FP-reduction model's documented
         operating point; 0 keeps every candidate (most sensitive, most false positives).
+    indication: "screening" (Lung-RADS) or "incidental" (Fleischner applies too).
+    patientAge: years; 0 = not given (DICOM PatientAge of the input, else the read's default, reported as assumed).
+    patientSex: "F", "M" or "" (not given: DICOM PatientSex, else the default).
+    familyHistory: "yes", "no" or "" (not given: the default, reported as assumed).
     resultTable: the findings table shown in the panel.
     """
 
@@ -148,6 +158,10 @@ class LungLesionAIParameterNode:
     runLesions: bool = False
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     minScore: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_MIN_SCORE
+    indication: Annotated[str, Choice(list(INDICATIONS))] = "screening"
+    patientAge: Annotated[float, WithinRange(0.0, 130.0)] = 0.0
+    patientSex: Annotated[str, Choice(list(SEX_CHOICES))] = ""
+    familyHistory: Annotated[str, Choice(list(FAMILY_HISTORY_CHOICES))] = ""
     resultTable: vtkMRMLTableNode
 
 
@@ -191,6 +205,9 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentEditorButton.connect("clicked(bool)", self.onOpenInSegmentEditor)
         self.ui.updateMeasurementsButton.connect("clicked(bool)", self.onUpdateMeasurements)
         self.ui.saveReportButton.connect("clicked(bool)", self.onSaveReport)
+        self.ui.loadResultsButton.connect("clicked(bool)", self.onLoadResults)
+        self.ui.applyAxisEditButton.connect("clicked(bool)", self.onApplyAxisEdit)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = ""
         self.initializeParameterNode()
@@ -231,6 +248,8 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             for index, label in enumerate(DEVICE_LABELS):  # readable names; the values stay DEVICES
                 self.ui.deviceComboBox.setItemText(index, label)
+            for combo in (self.ui.patientSexComboBox, self.ui.familyHistoryComboBox):  # "" = not given
+                combo.setItemText(0, _("from DICOM / default"))
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
             self.updateGUI()
 
@@ -257,10 +276,12 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.ui.findingsTableView.mrmlTableNode() != table:
             self.ui.findingsTableView.setMRMLTableNode(table)
             self._selectedFindingId = None
+            self._showExamSummary()
         haveFinding = table is not None and self._selectedFindingId is not None
         for button in (self.ui.acceptButton, self.ui.rejectButton, self.ui.resetReviewButton,
-                       self.ui.segmentEditorButton, self.ui.updateMeasurementsButton):
+                       self.ui.segmentEditorButton, self.ui.updateMeasurementsButton, self.ui.applyAxisEditButton):
             button.enabled = haveFinding and not running
+        self.ui.loadResultsButton.enabled = not running
         self.ui.saveReportButton.enabled = table is not None and not running
         self.ui.selectedFindingLabel.text = (
             _("Selected: {id}").format(id=self._selectedFindingId) if haveFinding else _("Click a row to select a finding")
@@ -278,7 +299,8 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ensurePythonRequirements()
             self._job = self.logic.startAnalysis(
                 params.inputVolume, stages=self._stages(), device=params.device,
-                minScore=chosenOperatingPoint(params.minScore),
+                minScore=chosenOperatingPoint(params.minScore), indication=params.indication,
+                patient=self._patientValues(),
             )
             self.ui.statusLabel.text = _("Starting…")
             self._timer.start()
@@ -323,6 +345,23 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Cancelled; nothing was added to the scene.")
         self.updateGUI()
 
+    def _patientValues(self) -> dict:
+        """The panel's patient fields; empty ones stay None (the DICOM header or the read's default decide)."""
+        params = self._parameterNode
+        return {"age_years": params.patientAge or None, "sex": params.patientSex or None,
+                "family_history": None if not params.familyHistory else params.familyHistory == "yes"}
+
+    def onInputVolumeChanged(self, node) -> None:
+        """Prefill age and sex from the DICOM database when the new input came from DICOM and they are empty."""
+        params = self._parameterNode
+        if node is None or params is None:
+            return
+        values = self.logic.dicomPatientValues(node)
+        if not params.patientAge and values.get("age_years"):
+            params.patientAge = values["age_years"]
+        if not params.patientSex and values.get("sex"):
+            params.patientSex = values["sex"]
+
     def _cancelRun(self) -> None:
         if self._job is not None:
             self.ui.statusLabel.text = _("Cancelling…")
@@ -344,6 +383,7 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onReview(self, status: str) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not change the review state.")):
             self.logic.setReviewStatus(self._results(), self._selectedFindingId, status)
+        self._showExamSummary()
         self.updateGUI()
 
     def onOpenInSegmentEditor(self) -> None:
@@ -366,6 +406,34 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             finding = self.logic.updateMeasurements(self._results(), self._selectedFindingId)
             self.ui.statusLabel.text = _("{id} measured again: {summary}").format(id=finding.id,
                                                                                  summary=finding.summary())
+        self._showExamSummary()
+        self.updateGUI()
+
+    def _showExamSummary(self) -> None:
+        table = self._parameterNode.resultTable if self._parameterNode else None
+        text = ""
+        if table is not None:
+            with slicer.util.tryWithErrorDisplay(_("Could not read the exam summary.")):
+                text = self.logic.examSummary(self._results())
+        self.ui.examSummaryLabel.text = text
+
+    def onApplyAxisEdit(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not apply the axis edit."), waitCursor=True):
+            finding = self.logic.applyAxisEdit(self._results(), self._selectedFindingId)
+            self.ui.statusLabel.text = _("{id}: axes {long:.1f} x {short:.1f} mm, Lung-RADS {category}").format(
+                id=finding.id, long=finding.long_axis_mm, short=finding.short_axis_mm,
+                category=finding.lung_rads or "-")
+        self._showExamSummary()
+        self.updateGUI()
+
+    def onLoadResults(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("LungLesionAI output folder"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not load the results."), waitCursor=True):
+            loaded = self.logic.loadResults(folder)
+            self._parameterNode.resultTable = slicer.mrmlScene.GetNodeByID(loaded.nodes.table_node_id)
+            self.ui.statusLabel.text = self.logic.resultSummary(loaded)
         self.updateGUI()
 
     def onSaveReport(self) -> None:
@@ -412,12 +480,15 @@ class LungLesionAIResult:
 class AnalysisJob:
     """A background analysis started by :meth:`LungLesionAILogic.startAnalysis` (poll it, cancel it)."""
 
-    def __init__(self, background, tempDir: str, outputDir: str, volumeNodeID: str, keepMasks: bool) -> None:
+    def __init__(self, background, tempDir: str, outputDir: str, volumeNodeID: str, keepMasks: bool,
+                 clinicalInputs: tuple | None = None) -> None:
         self.background = background
         self.tempDir = tempDir
         self.outputDir = outputDir
         self.volumeNodeID = volumeNodeID
         self.keepMasks = keepMasks
+        #: (patient values given: dict of PatientInfo fields, indication) sent to the analysis.
+        self.clinicalInputs = clinicalInputs
         self.startedAt = time.monotonic()
 
     def poll(self):
@@ -457,7 +528,8 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         return ""
 
     def startAnalysis(self, inputVolumeNode, stages: Iterable = DEFAULT_STAGES, device: str = "auto",
-                      minScore: float | None = None) -> AnalysisJob:
+                      minScore: float | None = None, indication: str = "screening",
+                      patient: dict | None = None) -> AnalysisJob:
         """Start analysing a CT volume node in a background process; returns at once.
 
         The volume's voxels and geometry (world LPS) are written to a temporary NRRD that ``lunglesionai analyze``
@@ -469,9 +541,14 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             device: one of :data:`DEVICES`.
             minScore: operating point in [0, 1] (lowest detection score kept); None: the default of the models
                 that run (``lunglesionai analyze`` without ``--min-score``).
+            indication: "screening" or "incidental" (the clinical read, decision support).
+            patient: given patient values, keys of ``lunglesionai.app.background.analyze_arguments``
+                (``age_years``, ``sex``, ``family_history``, ``emphysema``, ``immunocompromised``,
+                ``known_cancer``); None values and absent keys: from the DICOM database (age, sex; the analysis
+                itself reads a temporary NRRD without a header), else the read's default, listed as assumed.
 
         Raises:
-            ValueError: missing input, unusable stages, device or operating point.
+            ValueError: missing input, unusable stages, device, operating point, indication or patient value.
         """
         if inputVolumeNode is None or inputVolumeNode.GetImageData() is None:
             raise ValueError("Input volume is missing or has no image data")
@@ -484,9 +561,14 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         if minScore is not None and not 0.0 <= float(minScore) <= 1.0:
             raise ValueError(f"minScore must be in [0, 1], got {minScore}")
         importLungLesionAI()
-        from lunglesionai.mrml import scene as mrml
-        from lunglesionai.app.background import BackgroundAnalysis
+        from lunglesionai.app.background import BackgroundAnalysis, clinical_arguments
         from lunglesionai.io.ct_files import save_volume
+        from lunglesionai.mrml import scene as mrml
+
+        given = {key: value for key, value in (patient or {}).items() if value is not None}
+        for key, value in self.dicomPatientValues(inputVolumeNode).items():
+            given.setdefault(key, value)
+        clinical_arguments(indication=indication, **given)  # bad values raise here, before any file is written
 
         base = slicer.app.temporaryPath if hasattr(slicer, "app") else None
         tempDir = tempfile.mkdtemp(prefix="LungLesionAI-", dir=base)
@@ -503,12 +585,31 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
                 grading="grading" in stages,
                 lesions="lesions" in stages,
                 device=device,
+                indication=indication,
+                **given,
             )
         except BaseException:
             shutil.rmtree(tempDir, ignore_errors=True)
             raise
         logger.info("LungLesionAI: started %s", " ".join(background.argv[:2] + background.argv[-8:]))
-        return AnalysisJob(background, tempDir, outputDir, inputVolumeNode.GetID(), "segmentation" in stages)
+        return AnalysisJob(background, tempDir, outputDir, inputVolumeNode.GetID(), "segmentation" in stages,
+                           (given, indication))
+
+    @staticmethod
+    def dicomPatientValues(volumeNode) -> dict:
+        """``{"age_years": …, "sex": …}`` from the DICOM database for a volume loaded from DICOM (keys absent when
+        unknown; {} for other volumes or without a DICOM database, e.g. outside the Slicer application)."""
+        database = getattr(slicer, "dicomDatabase", None)
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split() if volumeNode is not None else []
+        if database is None or not uids:
+            return {}
+        importLungLesionAI()
+        from lunglesionai.clinical.patient import parse_dicom_age, parse_dicom_sex
+
+        fileName = database.fileForInstance(uids[0])
+        values = {"age_years": parse_dicom_age(database.fileValue(fileName, "0010,1010")),
+                  "sex": parse_dicom_sex(database.fileValue(fileName, "0010,0040"))}
+        return {key: value for key, value in values.items() if value is not None}
 
     @staticmethod
     def pythonExecutable() -> str:
@@ -523,7 +624,8 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             RuntimeError: the run failed (its error line) or was cancelled; the scene is unchanged.
             ValueError: the input volume left the scene, or its grid changed since the start.
         """
-        from lunglesionai.mrml import review
+        from lunglesionai.clinical.patient import PatientInfo
+        from lunglesionai.mrml import clinical_actions, results_folder
 
         scene = scene or slicer.mrmlScene
         try:
@@ -533,8 +635,11 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             volumeNode = scene.GetNodeByID(job.volumeNodeID)
             if volumeNode is None:
                 raise ValueError("The input volume was removed from the scene during the analysis")
-            results, report = review.load_outputs_into_scene(scene, job.outputDir, volumeNode,
-                                                             keep_masks=job.keepMasks)
+            results, report = results_folder.load_outputs_into_scene(scene, job.outputDir, volumeNode,
+                                                                     keep_masks=job.keepMasks)
+            if job.clinicalInputs is not None:  # kept so that edits are read again with the same values
+                given, indication = job.clinicalInputs
+                clinical_actions.set_clinical_inputs(scene, results, PatientInfo(**given), indication, reread=False)
         finally:
             self.discardAnalysis(job)
         self.lastReport = report
@@ -626,9 +731,41 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def saveReport(results, folder: str, overwrite: bool = False) -> dict:
         """Write the reviewed result (files of ``lunglesionai analyze`` plus report.html) into ``folder``."""
-        from lunglesionai.mrml import review
+        from lunglesionai.mrml import results_folder
 
-        return review.save_report(slicer.mrmlScene, results, folder, overwrite=overwrite)
+        return results_folder.save_report(slicer.mrmlScene, results, folder, overwrite=overwrite)
+
+    def loadResults(self, folder: str, volumeNode=None) -> LungLesionAIResult:
+        """Open a saved output folder again (table, categories, review decisions, outlines, axis lines).
+
+        Args:
+            folder: written by ``lunglesionai analyze`` or :meth:`saveReport`.
+            volumeNode: the analysed CT; None: the scene's volume on the report's grid.
+
+        Raises:
+            FileNotFoundError: no report.json. ValueError: the analysed CT is not in the scene (load it first).
+        """
+        importLungLesionAI()
+        from lunglesionai.mrml import results_folder
+
+        results, report = results_folder.load_results(slicer.mrmlScene, folder, volumeNode)
+        return LungLesionAIResult(results, report)
+
+    @staticmethod
+    def applyAxisEdit(results, findingId: str):
+        """Take a nodule's dragged long/short-axis lines as its diameters and read the category again; returns the
+        updated Finding."""
+        from lunglesionai.mrml import clinical_actions
+
+        return clinical_actions.apply_axis_edit(slicer.mrmlScene, results, findingId)
+
+    @staticmethod
+    def examSummary(results) -> str:
+        """The exam summary shown at the top of the results (Lung-RADS, Fleischner, emphysema, nodules, assumed
+        values, the decision-support note)."""
+        from lunglesionai.mrml import clinical_actions
+
+        return clinical_actions.exam_summary(slicer.mrmlScene, results)
 
 
 #

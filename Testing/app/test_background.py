@@ -76,6 +76,28 @@ def test_arguments_use_only_options_the_cli_has_by_default():
             analyze_arguments("ct.nrrd", "out", **bad)
 
 
+def test_clinical_arguments_are_the_clis_options():
+    from lunglesionai.app.arguments import patient_from_arguments
+    from lunglesionai.app.cli import build_parser
+
+    assert analyze_arguments("ct.nrrd", "out", indication=None, age_years=None)[7:] == []  # nothing: CLI defaults
+    args = analyze_arguments("ct.nrrd", "out", indication="incidental", age_years=70.5, sex="M",
+                             family_history=True, emphysema=False, immunocompromised=False, known_cancer=True)
+    assert args[7:] == ["--indication", "incidental", "--age", "70.5", "--sex", "M", "--family-history",
+                        "--no-emphysema", "--no-immunocompromised", "--known-cancer"]
+    parsed = build_parser().parse_args(args)
+    assert parsed.indication == "incidental"
+    patient = patient_from_arguments(parsed)
+    assert (patient.age_years, patient.sex, patient.family_history, patient.emphysema, patient.immunocompromised,
+            patient.known_cancer) == (70.5, "M", True, False, False, True)
+    unset = patient_from_arguments(build_parser().parse_args(analyze_arguments("ct.nrrd", "out", sex="F")))
+    assert unset.sex == "F" and unset.age_years is None and unset.family_history is None
+    for bad in ({"indication": "follow-up"}, {"age_years": 131}, {"age_years": -1}, {"age_years": True},
+                {"sex": "O"}, {"family_history": "yes"}):
+        with pytest.raises(ValueError):
+            analyze_arguments("ct.nrrd", "out", **bad)
+
+
 def test_detector_names_match_the_pipelines():
     from lunglesionai.pipeline import DETECTOR_NAMES
 

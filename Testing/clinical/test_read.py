@@ -168,3 +168,10 @@ def test_spiculation_and_suspicious_features_come_from_extra():
     assert b.findings[0].brock_risk > a.findings[0].brock_risk
     assert (a.findings[0].lung_rads, b.findings[0].lung_rads) == ("3", "4X")
     assert "spiculation" not in a.exam["assumed"]
+
+
+def test_the_read_records_the_patient_values_it_was_given():
+    report = apply_clinical_read(_report(), PatientInfo(age_years=70.0, family_history=True), "screening")
+    assert report.exam["patient_given"] == {"age_years": 70.0, "family_history": True}
+    assert "age" not in report.exam["assumed"] and "sex" in report.exam["assumed"]
+    validate_report_dict(json.loads(report.to_json()))

@@ -16,7 +16,7 @@ import vtk
 import slicer  # slicer-core
 from lunglesionai.app.background import AnalysisState, BackgroundAnalysis
 from lunglesionai.io.ct_files import save_volume
-from lunglesionai.mrml import review
+from lunglesionai.mrml import results_folder
 from lunglesionai.mrml import scene as mrml
 from lunglesionai.synth import PhantomConfig, make_phantom
 
@@ -39,7 +39,7 @@ def analysed(tmp_path_factory):
     status = job.wait(timeout=180)
     assert status.state is AnalysisState.DONE, status.error
     nodes_before = scene.GetNumberOfNodes()
-    results, report = review.load_outputs_into_scene(scene, status.output_dir, volume_node)
+    results, report = results_folder.load_outputs_into_scene(scene, status.output_dir, volume_node)
     return phantom, scene, results, report, study, nodes_before, job
 
 

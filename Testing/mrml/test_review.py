@@ -18,7 +18,7 @@ import slicer  # slicer-core (requirements-dev.txt)
 from lunglesionai.core.findings import FindingMask
 from lunglesionai.core.orientation import reorient_to_lps
 from lunglesionai.io.outputs import write_outputs
-from lunglesionai.mrml import review
+from lunglesionai.mrml import results_folder, review
 from lunglesionai.mrml import scene as mrml
 from lunglesionai.stages.measurements import measure_mask
 from report_fixtures import grid_volume, make_small_report
@@ -80,7 +80,8 @@ def test_table_has_one_row_per_finding_with_the_report_values(loaded):
     table_node = scene.GetNodeByID(results.table_node_id)
     assert table_node.IsA("vtkMRMLTableNode")
     assert [table_node.GetColumnName(c) for c in range(table_node.GetNumberOfColumns())] == [
-        "id", "kind", "diameter", "volume", "mean HU", "texture", "malignancy", "invasiveness", "score", "status"]
+        "id", "kind", "lung_rads", "brock", "mean diameter", "diameter", "volume", "mean HU", "texture",
+        "solid component", "calcified", "location", "malignancy", "invasiveness", "score", "status"]
     assert table_node.GetColumnTitle("diameter") == "Diameter (mm)" and table_node.GetUseColumnTitleAsColumnHeader()
     rows = _table_rows(scene, results)
     assert [row["id"] for row in rows] == [f.id for f in report.findings] == ["N1", "N2", "N3", "L1"]
@@ -273,7 +274,7 @@ def test_row_and_position_lookups(loaded):
 def test_output_folder_round_trip_into_the_scene(scene, tmp_path):
     volume, report = _ct()
     write_outputs(report, tmp_path / "out")
-    back = review.read_outputs(tmp_path / "out")
+    back = results_folder.read_outputs(tmp_path / "out")
     assert [f.id for f in back.findings] == ["N1", "N2", "N3", "L1"]
     for original, read in zip(report.findings, back.findings):
         if original.mask is None:
@@ -281,7 +282,7 @@ def test_output_folder_round_trip_into_the_scene(scene, tmp_path):
         else:
             np.testing.assert_array_equal(_paste(read.mask, volume), _paste(original.mask, volume))
     volume_node = mrml.volume_node_from_volume(scene, volume, "CT")
-    results, loaded_report = review.load_outputs_into_scene(scene, tmp_path / "out", volume_node)
+    results, loaded_report = results_folder.load_outputs_into_scene(scene, tmp_path / "out", volume_node)
     segmentation = scene.GetNodeByID(results.segmentation_node_id).GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 3
     assert loaded_report.input.path == "CT"
@@ -289,9 +290,9 @@ def test_output_folder_round_trip_into_the_scene(scene, tmp_path):
     other = mrml.volume_node_from_volume(scene, replace(volume, spacing_mm=(1.0, 1.0, 1.0)), "other")
     count = scene.GetNumberOfNodes()
     with pytest.raises(ValueError, match="grid"):
-        review.load_outputs_into_scene(scene, tmp_path / "out", other)
+        results_folder.load_outputs_into_scene(scene, tmp_path / "out", other)
     assert scene.GetNumberOfNodes() == count
-    points_only, _ = review.load_outputs_into_scene(scene, tmp_path / "out", volume_node, keep_masks=False)
+    points_only, _ = results_folder.load_outputs_into_scene(scene, tmp_path / "out", volume_node, keep_masks=False)
     assert scene.GetNodeByID(points_only.segmentation_node_id).GetSegmentation().GetNumberOfSegments() == 0
     assert scene.GetNodeByID(points_only.nodules_markups_node_id).GetNumberOfControlPoints() == 3
 
@@ -300,12 +301,12 @@ def test_save_report_writes_the_reviewed_result(loaded, tmp_path):
     scene, results, _, _ = loaded
     review.set_review_status(scene, results, "N2", "rejected")
     review.update_measurements(scene, results, "N1")
-    paths = review.save_report(scene, results, tmp_path / "reviewed")
+    paths = results_folder.save_report(scene, results, tmp_path / "reviewed")
     saved = json.loads(paths["report"].read_text())
     assert {f["id"]: f["status"] for f in saved["findings"]}["N2"] == "rejected"
     assert saved["findings"][0]["mask_source"] == "edited"
     assert paths["report_html"].is_file()
-    assert len(review.read_outputs(tmp_path / "reviewed").findings) == 4
+    assert len(results_folder.read_outputs(tmp_path / "reviewed").findings) == 4
 
 
 def test_an_empty_result_loads_as_empty_nodes(scene, tmp_path):
@@ -314,7 +315,7 @@ def test_an_empty_result_loads_as_empty_nodes(scene, tmp_path):
     volume, _ = _ct()
     write_outputs(Report(InputInfo.from_volume(volume)), tmp_path / "out")
     volume_node = mrml.volume_node_from_volume(scene, volume, "CT")
-    results, report = review.load_outputs_into_scene(scene, tmp_path / "out", volume_node)
+    results, report = results_folder.load_outputs_into_scene(scene, tmp_path / "out", volume_node)
     assert report.findings == []
     assert scene.GetNodeByID(results.table_node_id).GetNumberOfRows() == 0
     assert scene.GetNodeByID(results.segmentation_node_id).GetSegmentation().GetNumberOfSegments() == 0

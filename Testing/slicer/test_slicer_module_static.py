@@ -141,6 +141,13 @@ def test_ui_has_the_expected_widgets(ui_widgets):
         "segmentEditorButton": "QPushButton",
         "updateMeasurementsButton": "QPushButton",
         "saveReportButton": "QPushButton",
+        "loadResultsButton": "QPushButton",
+        "applyAxisEditButton": "QPushButton",
+        "indicationComboBox": "QComboBox",
+        "patientAgeSpinBox": "QDoubleSpinBox",
+        "patientSexComboBox": "QComboBox",
+        "familyHistoryComboBox": "QComboBox",
+        "examSummaryLabel": "QLabel",
     }
     assert {name: ui_widgets[name].get("class") for name in expected} == expected
     node_types = [s.text for s in ui_widgets["inputVolumeSelector"].iter("string")]
@@ -149,6 +156,10 @@ def test_ui_has_the_expected_widgets(ui_widgets):
     assert ui_widgets["inputVolumeSelector"] in selector_path  # inside the "Inputs" section
     table_in_results = list(ui_widgets["resultsCollapsibleButton"].iter("widget"))
     assert ui_widgets["findingsTableView"] in table_in_results and ui_widgets["saveReportButton"] in table_in_results
+    assert ui_widgets["examSummaryLabel"] is table_in_results[1]  # the first thing in the results section
+    clinical = list(ui_widgets["clinicalCollapsibleButton"].iter("widget"))
+    assert {"indicationComboBox", "patientAgeSpinBox", "patientSexComboBox", "familyHistoryComboBox"} <= {
+        w.get("name") for w in clinical}
 
 
 def test_ui_widget_classes_are_qt_or_declared(ui_widgets):
@@ -197,7 +208,8 @@ def test_logic_process_has_the_scripting_signature(module_ast):
     names = [a.arg for a in process.args.args]
     assert names[:4] == ["self", "inputVolumeNode", "stages", "device"]
     assert ast.get_docstring(process) and "Returns:" in ast.get_docstring(process)
-    for name in ("startAnalysis", "finishAnalysis", "setReviewStatus", "updateMeasurements", "saveReport"):
+    for name in ("startAnalysis", "finishAnalysis", "setReviewStatus", "updateMeasurements", "saveReport",
+                 "loadResults", "applyAxisEdit", "examSummary", "dicomPatientValues"):
         assert name in {n.name for n in logic.body if isinstance(n, ast.FunctionDef)}, name
 
 
@@ -364,3 +376,26 @@ def test_panel_sends_no_operating_point_unless_the_user_moved_the_slider(module_
     defaults = {f.name: ast.unparse(f.args.defaults[f.args.args.index(a) - len(f.args.args) + len(f.args.defaults)])
                 for f in logic.body if isinstance(f, ast.FunctionDef) for a in f.args.args if a.arg == "minScore"}
     assert defaults == {"startAnalysis": "None", "process": "None"}
+
+
+def test_panel_sends_the_indication_and_patient_values(module_ast):
+    """Apply passes the Indication combo and the patient fields; the Logic forwards them to the CLI's options."""
+    widget = _classes(module_ast)["LungLesionAIWidget"]
+    keywords = {k.arg: ast.unparse(k.value) for n in ast.walk(widget) if isinstance(n, ast.Call)
+                and ast.unparse(n.func) == "self.logic.startAnalysis" for k in n.keywords}
+    assert keywords["indication"] == "params.indication" and keywords["patient"] == "self._patientValues()"
+    values = next(f for f in widget.body if isinstance(f, ast.FunctionDef) and f.name == "_patientValues")
+    assert {ast.literal_eval(k) for n in ast.walk(values) if isinstance(n, ast.Dict) for k in n.keys} == {
+        "age_years", "sex", "family_history"}  # keywords of lunglesionai.app.background.analyze_arguments
+    logic = _classes(module_ast)["LungLesionAILogic"]
+    start = next(f for f in logic.body if isinstance(f, ast.FunctionDef) and f.name == "startAnalysis")
+    assert [a.arg for a in start.args.args][-2:] == ["indication", "patient"]
+    forwarded = {k.arg for n in ast.walk(start) if isinstance(n, ast.Call)
+                 and ast.unparse(n.func) == "BackgroundAnalysis.start" for k in n.keywords}
+    assert "indication" in forwarded and None in forwarded  # indication=…, **given
+    choices = {stmt.targets[0].id: ast.literal_eval(stmt.value) for stmt in module_ast.body
+               if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
+               and stmt.targets[0].id in ("INDICATIONS", "SEX_CHOICES")}
+    from lunglesionai.app.background import CLINICAL_INDICATIONS, PATIENT_SEXES
+
+    assert choices == {"INDICATIONS": CLINICAL_INDICATIONS, "SEX_CHOICES": ("", *PATIENT_SEXES)}

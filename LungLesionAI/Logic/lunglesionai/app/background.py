@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from lunglesionai.app.progress import parse_progress_line
+from lunglesionai.clinical.fleischner import INDICATIONS
+from lunglesionai.clinical.patient import MAX_AGE_YEARS, SEXES
 from lunglesionai.core import vocabulary
 
 __all__ = [
@@ -47,13 +49,22 @@ __all__ = [
     "BackgroundAnalysis",
     "analyze_arguments",
     "analyze_command",
+    "clinical_arguments",
+    "CLINICAL_INDICATIONS",
     "DEVICES",
+    "PATIENT_FLAGS",
+    "PATIENT_SEXES",
 ]
 
 #: Values of the CLI's ``--device`` option ("auto", the default, is never passed on the command line) and of its
 #: ``--detector`` option: the vocabulary's lists, which the panel's process reads without importing the pipeline.
 DEVICES = vocabulary.DEVICES
 DETECTORS = vocabulary.DETECTOR_NAMES
+#: ``--indication`` and ``--sex`` values of ``analyze`` (:mod:`lunglesionai.app.arguments`), from the clinical rules.
+CLINICAL_INDICATIONS = INDICATIONS
+PATIENT_SEXES = SEXES
+#: Boolean patient options of ``analyze``: ``--NAME`` / ``--no-NAME`` with "_" written as "-".
+PATIENT_FLAGS = ("family_history", "emphysema", "immunocompromised", "known_cancer")
 #: Seconds between SIGTERM and SIGKILL when cancelling.
 CANCEL_GRACE_S = 3.0
 #: Stderr lines kept for the error message (the last ones).
@@ -109,6 +120,13 @@ def analyze_arguments(
     lesions: bool = False,
     device: str = "auto",
     series_uid: Optional[str] = None,
+    indication: Optional[str] = None,
+    age_years: Optional[float] = None,
+    sex: Optional[str] = None,
+    family_history: Optional[bool] = None,
+    emphysema: Optional[bool] = None,
+    immunocompromised: Optional[bool] = None,
+    known_cancer: Optional[bool] = None,
 ) -> list[str]:
     """The ``lunglesionai`` arguments (after the program) of one analysis: the one place that builds them.
 
@@ -127,12 +145,20 @@ def analyze_arguments(
         lesions: True adds ``--uld`` (universal lesion detection).
         device: "auto" (not written), "cpu" or "cuda" (``--device``).
         series_uid: SeriesInstanceUID for a DICOM folder with several series.
+        indication: "screening" or "incidental" (``--indication``, the clinical read: Lung-RADS v2022 /
+            Fleischner 2017); None keeps the CLI's default (screening).
+        age_years: patient age in years, 0-130 (``--age``); None: from the DICOM header, else the read's default.
+        sex: "F" or "M" (``--sex``); None: from the DICOM header, else the default.
+        family_history, emphysema, immunocompromised, known_cancer: True / False (``--family-history`` /
+            ``--no-family-history`` and so on); None: not written (the clinical read's default, listed in
+            report.json's ``exam.assumed``).
 
     Returns:
         e.g. ``["analyze", "ct.nrrd", "-o", "out", "--overwrite", "--progress", "lines", "--min-score", "0.5"]``.
 
     Raises:
-        ValueError: unknown detector or device, or ``min_score`` outside [0, 1].
+        ValueError: unknown detector, device, indication or sex, ``min_score`` outside [0, 1], an age outside
+            0-130 years, or a patient flag that is not a bool.
     """
     args = ["analyze", os.fspath(input_path), "-o", os.fspath(output_dir), "--overwrite", "--progress", "lines"]
     if detector is not None:
@@ -155,6 +181,51 @@ def analyze_arguments(
         args += ["--device", device]
     if series_uid:
         args += ["--series-uid", series_uid]
+    return args + clinical_arguments(indication=indication, age_years=age_years, sex=sex,
+                                     family_history=family_history, emphysema=emphysema,
+                                     immunocompromised=immunocompromised, known_cancer=known_cancer)
+
+
+def clinical_arguments(*, indication: Optional[str] = None, age_years: Optional[float] = None,
+                       sex: Optional[str] = None, **flags: Optional[bool]) -> list[str]:
+    """The ``analyze`` options of the clinical read (:func:`analyze_arguments`' last arguments); None values are
+    not written.
+
+    Args:
+        indication: "screening" or "incidental".
+        age_years: years in 0-130.
+        sex: "F" or "M".
+        **flags: ``family_history``, ``emphysema``, ``immunocompromised``, ``known_cancer``: True, False or None.
+
+    Returns:
+        e.g. ``["--indication", "incidental", "--age", "70", "--sex", "M", "--no-family-history"]``.
+
+    Raises:
+        ValueError: a value outside those above (checked here, so the panel's process never starts a doomed run).
+    """
+    args: list[str] = []
+    if indication is not None:
+        if indication not in CLINICAL_INDICATIONS:
+            raise ValueError(f"indication must be one of {CLINICAL_INDICATIONS}, got {indication!r}")
+        args += ["--indication", indication]
+    if age_years is not None:
+        if isinstance(age_years, bool) or not 0.0 <= float(age_years) <= MAX_AGE_YEARS:
+            raise ValueError(f"age must be a number of years in 0-{MAX_AGE_YEARS:g}, got {age_years!r}")
+        args += ["--age", f"{float(age_years):g}"]
+    if sex is not None:
+        if sex not in PATIENT_SEXES:
+            raise ValueError(f"sex must be one of {PATIENT_SEXES}, got {sex!r}")
+        args += ["--sex", sex]
+    unknown = sorted(set(flags) - set(PATIENT_FLAGS))
+    if unknown:
+        raise ValueError(f"unknown patient flags {unknown}; known: {PATIENT_FLAGS}")
+    for name in PATIENT_FLAGS:
+        value = flags.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True, False or None, got {value!r}")
+        args.append(f"--{'' if value else 'no-'}{name.replace('_', '-')}")
     return args
 
 

@@ -29,6 +29,8 @@ Rules of this module (each one a choice the reader can see):
 * ``exam["assumed"]`` lists the patient values that took a default and are used: age, sex, family history and
   emphysema (Brock); immunocompromised and known cancer only for incidental exams (Fleischner).
 * ``highest_risk_finding``: the counted, non-calcified nodule or mass with the highest Brock risk.
+* ``patient_given``: the patient values the caller gave (``PatientInfo`` fields that were not None), so that a
+  later re-read (after a reader's edit in Slicer, or of a saved folder) starts from the same inputs.
 
 Sources:
     :mod:`lunglesionai.clinical.lung_rads` (ACR Lung-RADS v2022), :mod:`lunglesionai.clinical.fleischner`
@@ -38,7 +40,7 @@ Sources:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from lunglesionai.clinical.brock import BrockInputs, brock_risk, is_upper_lobe
@@ -140,6 +142,7 @@ def apply_clinical_read(report: Report, patient: PatientInfo, indication: str, *
     ranked = [f for f in read if f.brock_risk is not None and not f.calcified]
     exam["highest_risk_finding"] = max(ranked, key=lambda f: f.brock_risk).id if ranked else None
     exam["decision_support_note"] = DECISION_SUPPORT_NOTE
+    exam["patient_given"] = {k: v for k, v in asdict(patient).items() if v is not None}
     return replace(report, findings=findings, exam=exam)
 
 

@@ -13,9 +13,17 @@ Review actions change exactly what they say:
   (accepted: "completed", rejected: "flagged", proposed: "inprogress"), and the nodule point / lesion box (locked
   once reviewed, unselected when rejected, description prefixed "[accepted]" / "[rejected]").
 * :func:`update_measurements`: reads the (edited) segment back from the segmentation node, measures it again with
-  :func:`lunglesionai.stages.measurements.measure_mask` and updates the report, the table row, the point (position,
-  description) or box. Malignancy and invasiveness stay those of the original grading (the finding records
-  ``mask_source`` = "edited").
+  :func:`lunglesionai.stages.measurements.measure_mask`, refreshes the guideline measurements
+  (:func:`lunglesionai.stages.measurements.with_guideline_measurements`: mean diameter, solid component,
+  calcification) and the location (:func:`lunglesionai.stages.nodule_location.with_location`), and updates the
+  report, the table row, the point (position, description) or box and the axis lines. Malignancy and invasiveness
+  stay those of the original grading (the finding records ``mask_source`` = "edited").
+* After each of these the clinical read is run again (:func:`commit_report`, :mod:`lunglesionai.mrml.clinical_review`):
+  a rejected nodule leaves the exam category, an edited outline moves its row's Lung-RADS category and Brock risk.
+
+Nodules and masses also get their axial long and short axes as line markups
+(:mod:`lunglesionai.mrml.axes_markups`); :func:`lunglesionai.mrml.clinical_actions.apply_axis_edit` turns a drag
+into new diameters. Output folders are opened and saved by :mod:`lunglesionai.mrml.results_folder`.
 
 Everything here works in 3D Slicer and in ``slicer-core``; no Qt. All positions are LPS mm in the report and RAS mm in
 MRML (converted in :mod:`lunglesionai.mrml.scene`).
@@ -26,15 +34,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 
 from lunglesionai.core.findings import LUNG_FINDING_KINDS, REVIEW_STATES, Finding, FindingMask, Report
-from lunglesionai.core.volume import Volume, ijk_to_lps_matrix
+from lunglesionai.core.volume import Volume
+from lunglesionai.mrml import axes_markups, clinical_review
 from lunglesionai.mrml import scene as mrml
 
 __all__ = [
@@ -44,13 +51,12 @@ __all__ = [
     "SceneResults",
     "add_results_to_scene",
     "read_report",
-    "read_outputs",
-    "load_outputs_into_scene",
+    "commit_report",
     "set_review_status",
     "update_measurements",
     "finding_position_ras",
     "finding_id_at_row",
-    "save_report",
+    "find_finding",
     "scene_rollback",
 ]
 
@@ -65,14 +71,24 @@ VOLUME_ROLE = "LungLesionAI.volume"
 SEGMENTATION_ROLE = "LungLesionAI.segmentation"
 NODULES_ROLE = "LungLesionAI.nodules"
 LESION_ROLE = "LungLesionAI.lesionBox"
+AXIS_ROLES = {"long": "LungLesionAI.longAxis", "short": "LungLesionAI.shortAxis"}
 #: Findings-table columns: (name, value type, header title, description). Numbers are NaN when not computed.
 TABLE_COLUMNS = (
     ("id", "string", "Finding", "Finding id (also the segment id and the point label)"),
     ("kind", "string", "Kind", "nodule (3-30 mm), mass (lung lesion over 30 mm; not graded) or lesion (other lesions)"),
+    ("lung_rads", "string", "Lung-RADS",
+     "Lung-RADS v2022 category of the finding (decision support, not a diagnosis); empty: not read"),
+    ("brock", "double", "Brock risk (%)", "Brock/PanCan malignancy risk, % (McWilliams et al., NEJM 2013)"),
+    ("mean diameter", "double", "Mean diameter (mm)",
+     "(long + short axial axis) / 2, mm, to 0.1 mm (the size Lung-RADS and Fleischner use)"),
     ("diameter", "double", "Diameter (mm)", "Equivalent-sphere diameter of the outline, mm"),
     ("volume", "double", "Volume (mm³)", "Volume of the outline, mm³"),
     ("mean HU", "double", "Mean HU", "Mean intensity inside the outline, HU"),
     ("texture", "string", "Texture", "CT appearance: solid, part-solid or ground-glass"),
+    ("solid component", "double", "Solid component (mm)",
+     "Mean axial diameter of a part-solid nodule's solid component (voxels ≥ -400 HU), mm"),
+    ("calcified", "string", "Calcified", "Benign-pattern calcification by an HU rule: yes / no; empty: not determined"),
+    ("location", "string", "Location", "Side and craniocaudal zone (a third of that lung's extent: a zone, not a lobe)"),
     ("malignancy", "double", "Malignancy", "Malignancy probability from the grader (a size-dominated impression)"),
     ("invasiveness", "string", "Invasiveness surrogate",
      "Most probable invasiveness class from CT appearance, with its probability (not pathology)"),
@@ -93,6 +109,7 @@ class SceneResults:
         segmentation_node_id: one segment per finding with a mask (segment id = finding id).
         nodules_markups_node_id: point list, one control point per nodule and mass (label = finding id).
         lesion_roi_node_ids: finding id -> ROI node id, one per lesion.
+        axis_line_node_ids: finding id -> (long-axis, short-axis) line node ids, per nodule or mass with a mask.
     """
 
     table_node_id: str
@@ -100,11 +117,12 @@ class SceneResults:
     segmentation_node_id: str
     nodules_markups_node_id: str
     lesion_roi_node_ids: dict[str, str] = field(default_factory=dict)
+    axis_line_node_ids: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def node_ids(self) -> list[str]:
-        """Every node id of the result (table, segmentation, points, boxes; not the volume)."""
+        """Every node id of the result (table, segmentation, points, boxes, axis lines; not the volume)."""
         return [self.table_node_id, self.segmentation_node_id, self.nodules_markups_node_id,
-                *self.lesion_roi_node_ids.values()]
+                *self.lesion_roi_node_ids.values(), *(i for pair in self.axis_line_node_ids.values() for i in pair)]
 
     @classmethod
     def from_table_node(cls, table_node) -> "SceneResults":
@@ -120,12 +138,19 @@ class SceneResults:
             roi = table_node.GetNthNodeReference(LESION_ROLE, n)
             if roi is not None:
                 rois[roi.GetAttribute(mrml.FINDING_ID_TAG)] = roi.GetID()
+        lines: dict[str, dict[str, str]] = {}
+        for axis, role in AXIS_ROLES.items():
+            for n in range(table_node.GetNumberOfNodeReferences(role)):
+                line = table_node.GetNthNodeReference(role, n)
+                if line is not None:
+                    lines.setdefault(line.GetAttribute(mrml.FINDING_ID_TAG), {})[axis] = line.GetID()
         return cls(
             table_node.GetID(),
             table_node.GetNodeReferenceID(VOLUME_ROLE) or "",
             table_node.GetNodeReferenceID(SEGMENTATION_ROLE) or "",
             table_node.GetNodeReferenceID(NODULES_ROLE) or "",
             rois,
+            {fid: (ids["long"], ids["short"]) for fid, ids in lines.items() if set(ids) == set(AXIS_ROLES)},
         )
 
 
@@ -167,6 +192,7 @@ def add_results_to_scene(scene, report: Report, volume_node, name_prefix: Option
     prefix = name_prefix or volume_node.GetName()
     with scene_rollback(scene):
         nodes = mrml.add_report_to_scene(scene, report, reference_volume_node=volume_node, name_prefix=prefix)
+        lines = axes_markups.add_axis_lines(scene, report.findings, report.input, prefix)
         table = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{prefix} findings table")
         _create_columns(table)
         for finding in report.findings:
@@ -177,9 +203,12 @@ def add_results_to_scene(scene, report: Report, volume_node, name_prefix: Option
         table.SetNodeReferenceID(NODULES_ROLE, nodes.nodules_markups_node_id)
         for roi_id in nodes.lesion_roi_node_ids.values():
             table.AddNodeReferenceID(LESION_ROLE, roi_id)
+        for pair in lines.values():
+            for axis, line_id in zip(axes_markups.AXES, pair):
+                table.AddNodeReferenceID(AXIS_ROLES[axis], line_id)
         table.SetLocked(True)  # cells change through the review actions only
         results = SceneResults(table.GetID(), volume_node.GetID(), nodes.segmentation_node_id,
-                               nodes.nodules_markups_node_id, dict(nodes.lesion_roi_node_ids))
+                               nodes.nodules_markups_node_id, dict(nodes.lesion_roi_node_ids), lines)
         _store_report(scene, results, report)
         for finding in report.findings:
             if finding.status != "proposed":
@@ -213,10 +242,16 @@ def _row_values(finding: Finding) -> dict[str, object]:
     return {
         "id": finding.id,
         "kind": finding.kind,
+        "lung_rads": finding.lung_rads or "",
+        "brock": clinical_review.brock_percent(finding.brock_risk),
+        "mean diameter": number(finding.mean_diameter_mm, 1),
         "diameter": number(finding.diameter_mm, 1),
         "volume": number(finding.volume_mm3, 0),
         "mean HU": number(finding.mean_hu, 0),
         "texture": finding.texture or "",
+        "solid component": number(finding.solid_component_mean_diameter_mm, 1),
+        "calcified": "" if finding.calcified is None else ("yes" if finding.calcified else "no"),
+        "location": clinical_review.location_text(finding.location),
         "malignancy": number(finding.malignancy_probability, 2),
         "invasiveness": invasiveness,
         "score": number(finding.detection_score, 2),
@@ -312,19 +347,51 @@ def finding_position_ras(scene, results: SceneResults, finding_id: str) -> np.nd
     return mrml.lps_to_ras(finding.center_lps_mm)[0]
 
 
-def _finding(report: Report, finding_id: str) -> Finding:
+def find_finding(report: Report, finding_id: str) -> Finding:
+    """The finding with that id.
+
+    Raises:
+        KeyError: no such finding.
+    """
     for finding in report.findings:
         if finding.id == finding_id:
             return finding
     raise KeyError(f"no finding {finding_id!r} in the report")
 
 
+_finding = find_finding
+
+
+def commit_report(scene, results: SceneResults, report: Report) -> Report:
+    """Read ``report`` again clinically (:func:`lunglesionai.mrml.clinical_review.reread`, with the inputs stored on
+    the table), store it on the table node and rewrite every row (one edit can change other rows' Brock risk and
+    the exam category).
+
+    Args:
+        scene: the scene holding the result.
+        results: the result's nodes.
+        report: the report after an edit (masks are not stored).
+
+    Returns:
+        The stored report (with the new read; masks dropped).
+
+    Raises:
+        ValueError: the stored clinical inputs are unusable (see :class:`lunglesionai.clinical.patient.PatientInfo`).
+    """
+    table = scene.GetNodeByID(results.table_node_id)
+    patient, indication = clinical_review.clinical_inputs_from_json(
+        table.GetAttribute(clinical_review.CLINICAL_INPUTS_ATTRIBUTE), report)
+    report = clinical_review.reread(replace(report, findings=[replace(f, mask=None) for f in report.findings]),
+                                    patient, indication)
+    _store_report(scene, results, report)
+    for finding in report.findings:
+        _write_row(table, _find_row(table, finding.id), finding)
+    return report
+
+
 def _replace_finding(scene, results: SceneResults, report: Report, updated: Finding) -> Report:
     report = replace(report, findings=[updated if f.id == updated.id else f for f in report.findings])
-    _store_report(scene, results, report)
-    table = scene.GetNodeByID(results.table_node_id)
-    _write_row(table, _find_row(table, updated.id), updated)
-    return report
+    return commit_report(scene, results, report)
 
 
 def set_review_status(scene, results: SceneResults, finding_id: str, status: str) -> Finding:
@@ -344,7 +411,7 @@ def set_review_status(scene, results: SceneResults, finding_id: str, status: str
         raise ValueError(f"status must be one of {REVIEW_STATES}, got {status!r}")
     report = read_report(scene, results, with_masks=False)
     updated = replace(_finding(report, finding_id), status=status)
-    _replace_finding(scene, results, report, updated)
+    updated = _finding(_replace_finding(scene, results, report, updated), finding_id)
     _show_status(scene, results, updated)
     return updated
 
@@ -376,21 +443,33 @@ def _show_status(scene, results: SceneResults, finding: Finding) -> None:
     markups.SetNthControlPointSelected(index, not rejected)
 
 
-def update_measurements(scene, results: SceneResults, finding_id: str) -> Finding:
-    """Measure a finding again from its (edited) segment and update the report, the table and its point or box.
+def update_measurements(scene, results: SceneResults, finding_id: str, *,
+                        lung_labels: Optional[np.ndarray] = None) -> Finding:
+    """Measure a finding again from its (edited) segment and update the report, the table, its point or box, its
+    axis lines and the clinical read.
 
     The segment's labelmap is read back on the report's grid, the volume and mask are reoriented to LPS axis order
     (as the pipeline measures), and :func:`lunglesionai.stages.measurements.measure_mask` gives centre, box, diameter, axes,
     volume, mean HU and the HU texture. A graded finding keeps the grader's texture, malignancy and invasiveness
     (``texture_hu_rule`` gets the new HU texture); an ungraded one takes the HU texture. ``mask_source`` becomes
-    "edited".
+    "edited". For nodules and masses the guideline measurements (mean diameter, solid component, calcification)
+    and the location (side, zone, pleural attachment) are refreshed, axes a reader had drawn are replaced by the
+    new outline's, and the clinical read runs again (:func:`commit_report`).
+
+    Args:
+        scene, results: the result.
+        finding_id: the finding to measure.
+        lung_labels: (Z, Y, X) lung labels (1 right, 2 left) on the LPS-ordered analysed grid; None: segmented
+            from the volume with :func:`lunglesionai.stages.lung_mask.segment_lungs` (a few seconds on a full CT;
+            kept on the scene object until the volume's voxels change).
 
     Returns:
         The updated finding (with its new mask).
 
     Raises:
         KeyError: unknown finding id, or the finding has no segment.
-        ValueError: the segment is empty (nothing to measure) or its volume node is missing.
+        ValueError: the segment is empty (nothing to measure), its volume node is missing, or ``lung_labels`` is
+            not on the grid.
     """
     from lunglesionai.stages.measurements import measure_mask
 
@@ -411,21 +490,45 @@ def update_measurements(scene, results: SceneResults, finding_id: str) -> Findin
     lps_volume, lps_mask = _to_lps_order(volume, mask)
     m = measure_mask(lps_volume, lps_mask)
     extra = dict(finding.extra, mask_source="edited")
+    extra.pop(axes_markups.EDITED_AXES_KEY, None)
+    extra.pop("axes_source", None)
     graded = finding.malignancy_probability is not None or "texture_hu_rule" in extra
     if graded:
         extra["texture_hu_rule"] = m.texture
-    updated = replace(
-        finding,
-        **m.finding_fields(),
-        texture=finding.texture if graded else m.texture,
-        extra=extra,
-        mask=mask,
-    )
-    _replace_finding(scene, results, report, replace(updated, mask=None))
+    updated = replace(finding, **m.finding_fields(), texture=finding.texture if graded else m.texture, extra=extra,
+                      mask=lps_mask)
+    if finding.kind in LUNG_FINDING_KINDS:
+        updated = _guideline_and_location(scene, volume_node, lps_volume, updated, lung_labels)
+    updated = replace(updated, mask=mask)
+    updated = replace(_finding(_replace_finding(scene, results, report, updated), finding_id), mask=mask)
     _move_markup(scene, results, updated)
+    if finding_id in results.axis_line_node_ids:
+        axes_markups.move_axis_lines(scene, results.axis_line_node_ids[finding_id],
+                                     axes_markups.axial_axis_endpoints_lps(mask, report.input))
     _show_status(scene, results, updated)
     logger.info("finding %s measured again: %.1f mm, %.0f mm3", finding_id, m.diameter_mm, m.volume_mm3)
     return updated
+
+
+_LUNG_LABELS_CACHE = "_lunglesionai_lung_labels"
+
+
+def _guideline_and_location(scene, volume_node, lps_volume: Volume, finding: Finding,
+                            lung_labels: Optional[np.ndarray]) -> Finding:
+    """Guideline measurements and location of a finding whose mask lies on ``lps_volume``'s grid."""
+    from lunglesionai.stages.lung_mask import segment_lungs
+    from lunglesionai.stages.measurements import with_guideline_measurements
+    from lunglesionai.stages.nodule_location import with_location
+
+    if lung_labels is None:
+        key = (volume_node.GetID(), volume_node.GetImageData().GetMTime(), tuple(lps_volume.shape_zyx))
+        cached = getattr(scene, _LUNG_LABELS_CACHE, None)
+        if cached is None or cached[0] != key:
+            cached = (key, segment_lungs(lps_volume))
+            setattr(scene, _LUNG_LABELS_CACHE, cached)
+        lung_labels = cached[1]
+    measured = with_guideline_measurements(lps_volume, finding)
+    return with_location(lps_volume, np.asarray(lung_labels), [measured])[0]
 
 
 def _to_lps_order(volume: Volume, mask: FindingMask) -> tuple[Volume, FindingMask]:
@@ -450,97 +553,3 @@ def _move_markup(scene, results: SceneResults, finding: Finding) -> None:
             corners = mrml.lps_to_ras(finding.bbox_lps_mm)
             roi.SetCenter(*corners.mean(axis=0))
             roi.SetSize(*np.abs(corners[1] - corners[0]))
-
-
-def read_outputs(out_dir: str | os.PathLike) -> Report:
-    """The Report of an ``analyze`` output folder, masks included (from ``nodules.seg.nrrd`` / ``lesions.seg.nrrd``).
-
-    Args:
-        out_dir: folder with report.json and the segmentation files :func:`lunglesionai.io.outputs.write_outputs` wrote.
-
-    Returns:
-        Report whose findings carry masks on the grid of ``report.input`` (None for findings without a segment).
-
-    Raises:
-        FileNotFoundError: no report.json.
-        ValueError: a segmentation file is not on the report's grid.
-        jsonschema.ValidationError: report.json is not ``lunglesionai-report/1``.
-    """
-    import slicerio
-
-    from lunglesionai.io.outputs import LESIONS_SEGMENTATION, NODULES_SEGMENTATION, REPORT_JSON
-
-    folder = Path(out_dir)
-    report = Report.from_dict(json.loads((folder / REPORT_JSON).read_text(encoding="utf-8")))
-    masks: dict[str, FindingMask] = {}
-    expected = ijk_to_lps_matrix(report.input.spacing_mm, report.input.origin_lps_mm, report.input.direction)
-    for name in (NODULES_SEGMENTATION, LESIONS_SEGMENTATION):
-        path = folder / name
-        if not path.is_file():
-            continue
-        segmentation = slicerio.read_segmentation(str(path))
-        if not np.allclose(np.asarray(segmentation["ijkToLPS"], dtype=float), expected, atol=1e-4):
-            raise ValueError(f"{path}: segmentation grid differs from the report's input grid")
-        voxels = np.asarray(segmentation["voxels"])
-        layers = voxels[np.newaxis] if voxels.ndim == 3 else voxels  # (layer, i, j, k)
-        for segment in segmentation["segments"]:
-            layer = layers[int(segment.get("layer", 0))]
-            in_zyx = (layer == int(segment["labelValue"])).transpose(2, 1, 0)
-            first, crop = mrml.mask_crop_in_grid(FindingMask((0, 0, 0), in_zyx), report.input.shape_zyx)
-            if crop.size:
-                masks[segment["id"]] = FindingMask(tuple(int(v) for v in first), crop)
-    findings = [replace(f, mask=masks.get(f.id)) for f in report.findings]
-    return replace(report, findings=findings)
-
-
-def load_outputs_into_scene(scene, out_dir: str | os.PathLike, volume_node, *, keep_masks: bool = True,
-                            name_prefix: Optional[str] = None) -> tuple[SceneResults, Report]:
-    """Add the results of an ``analyze`` output folder (run on ``volume_node``'s voxels) to the scene.
-
-    Args:
-        scene: the vtkMRMLScene.
-        out_dir: the output folder.
-        volume_node: the analysed volume's node; its grid must be the report's.
-        keep_masks: False drops the outlines (points and table only).
-        name_prefix: start of the new nodes' names (default: the volume's name).
-
-    Returns:
-        ``(results, report)``; the scene is unchanged when this raises.
-
-    Raises:
-        ValueError: the volume node's grid is not the report's grid (shape or geometry).
-    """
-    report = read_outputs(out_dir)
-    volume = mrml.volume_from_volume_node(volume_node)
-    info = report.input
-    if tuple(volume.shape_zyx) != tuple(info.shape_zyx) or not np.allclose(
-        volume.ijk_to_lps_matrix, ijk_to_lps_matrix(info.spacing_mm, info.origin_lps_mm, info.direction), atol=1e-4
-    ):
-        raise ValueError(f"{out_dir}: the results are not on the grid of volume {volume_node.GetName()!r}")
-    report = replace(report, input=replace(report.input, path=volume.source))
-    if not keep_masks:
-        report = replace(report, findings=[replace(f, mask=None) for f in report.findings])
-    return add_results_to_scene(scene, report, volume_node, name_prefix), report
-
-
-def save_report(scene, results: SceneResults, out_dir: str | os.PathLike, *, overwrite: bool = False,
-                html: bool = True) -> dict[str, Path]:
-    """Write the reviewed result (edited outlines, statuses, updated measurements) as an ``analyze`` output folder.
-
-    Args:
-        scene: the scene holding the result.
-        results: the result's nodes.
-        out_dir: the folder (written atomically by :func:`lunglesionai.io.outputs.write_outputs`).
-        overwrite: replace an existing folder.
-        html: also write report.html (thumbnails from the volume node's voxels).
-
-    Returns:
-        Paths written, as :func:`lunglesionai.io.outputs.write_outputs` returns them.
-    """
-    from lunglesionai.io.outputs import write_outputs
-
-    report = read_report(scene, results, with_masks=True)
-    volume = None
-    if html:
-        volume = mrml.volume_from_volume_node(scene.GetNodeByID(results.volume_node_id))
-    return write_outputs(report, out_dir, overwrite=overwrite, volume=volume)
