@@ -266,6 +266,13 @@ def _patch_stream(cases: list[TrainingCase], transforms, rng: np.random.Generato
         yield from transforms(item)
 
 
+def _channels_last(image) -> torch.Tensor:
+    """A (C, X, Y, Z) patch as a plain tensor in channels-last 3-D memory order (MONAI's metadata dropped: the
+    detector needs none, and every operation on a MetaTensor pays for carrying it)."""
+    plain = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
+    return plain[None].contiguous(memory_format=torch.channels_last_3d)[0]
+
+
 @dataclass
 class DetectorTrainResult:
     """What :func:`train_detector` did: ``out_dir``, ``sha256``, ``seconds``, ``final_loss`` (mean of the last
@@ -304,6 +311,8 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
         state, init_sha256 = initial_weights(config.init_from, config.network)
         detector.network.load_state_dict(state)
     detector.train()
+    # channels-last 3-D layout (as at inference): oneDNN's faster convolutions, about a fifth less time per step
+    detector.network.to(memory_format=torch.channels_last_3d)
     backbone = detector.network.feature_extractor
     segmentation_loss = None
     if config.segmentation_weight > 0 and config.network.segmentation_head:
@@ -316,8 +325,8 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
     start = time.monotonic()
     for step in range(config.steps):
         batch = [next(stream) for _ in range(config.batch_size)]
-        terms = detector([b["image"] for b in batch],
-                         [{"boxes": b["box"], "labels": b["label"]} for b in batch])
+        terms = detector([_channels_last(b["image"]) for b in batch],
+                         [{"boxes": torch.as_tensor(b["box"]), "labels": b["label"]} for b in batch])
         loss = terms["classification"] + terms["box_regression"]
         if segmentation_loss is not None:
             logits = backbone.segmentation_logits
