@@ -139,3 +139,20 @@ def test_tumour_on_8_mm_slices_is_one_mass(crop_case):
     _check_one_mass(thick, truth, pasted.diameter_mm)
     thick_host, _ = thick_slices(host, pasted.truth, 8.0)
     assert _masses(thick_host, segment_lungs(thick_host)) == []
+
+
+def test_seed_search_does_not_depend_on_body_far_from_the_lungs():
+    """The search is cropped to the lungs' neighbourhood: 40 slices of abdomen-like soft tissue added below the
+    scan leave the seeds where they were (shifted by the added slices)."""
+    _, pasted = phantom_with_tumour()
+    volume = pasted.volume
+    lung = segment_lungs(volume)
+    extra = 40
+    hu = np.concatenate([np.full((extra, *volume.shape_zyx[1:]), 40, volume.hu.dtype), volume.hu])
+    longer = Volume(hu, volume.spacing_mm,
+                    tuple(np.asarray(volume.origin_lps_mm) - np.array([0.0, 0.0, extra * volume.spacing_mm[2]])),
+                    volume.direction)
+    longer_lung = np.concatenate([np.zeros((extra, *lung.shape[1:]), lung.dtype), lung])
+    seeds = find_mass_seeds(volume, lung)
+    assert seeds, "the tumour gives a seed"
+    assert find_mass_seeds(longer, longer_lung) == [(k + extra, j, i) for k, j, i in seeds]

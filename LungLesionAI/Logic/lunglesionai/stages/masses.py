@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -181,8 +182,12 @@ def find_mass_seeds(volume: Volume, lung_mask: np.ndarray,
     _check_mask(volume, lung_mask)
     factors = block_factors(volume.spacing_mm, config.working_spacing_mm)
     spacing = np.array([volume.spacing_mm[2 - a] * factors[a] for a in range(3)])
-    hu = _block_mean(np.asarray(volume.hu, dtype=np.float32), factors)
-    aerated = _block_any(np.asarray(lung_mask) > 0, factors) & (hu < AERATED_LUNG_MAX_HU)
+    box = _search_box(lung_mask, factors, spacing, config)
+    if box is None:
+        return []
+    offset = np.array([sl.start // f for sl, f in zip(box, factors)])
+    hu = _block_mean(np.asarray(volume.hu[box], dtype=np.float32), factors)
+    aerated = _block_any(np.asarray(lung_mask[box]) > 0, factors) & (hu < AERATED_LUNG_MAX_HU)
     if not aerated.any():
         return []
     dense = hu > config.soft_tissue_min_hu
@@ -198,9 +203,28 @@ def find_mass_seeds(volume: Volume, lung_mask: np.ndarray,
         kept.append(kji)
         lengths = ray_lengths_mm(aerated, kji.astype(float), spacing, 2.0 * config.max_seed_depth_mm)
         if lung_fraction(lengths) >= config.min_lung_contact:
-            seeds.append(tuple(float(p * f + (f - 1) / 2) for p, f in zip(kji, factors)))
+            seeds.append(tuple(float(p * f + (f - 1) / 2) for p, f in zip(kji + offset, factors)))
     logger.debug("mass search: %d depth peaks, %d seeds", int(peaks.sum()), len(seeds))
     return seeds
+
+
+def _search_box(lung_mask: np.ndarray, factors: tuple[int, int, int], spacing_zyx: np.ndarray,
+                config: MassConfig) -> Optional[tuple[slice, slice, slice]]:
+    """The part of the volume the seed search needs, aligned to the coarse blocks: the lungs' box grown by twice the
+    deepest seed depth plus the lung margin and the peak window (a seed lies within its depth + margin of aerated lung,
+    its depth reaches at most ``max_seed_depth_mm`` farther, and its local-maximum window ``min_seed_depth_mm``
+    beyond), so depths, peaks and rays inside it are those of the whole volume; None without lung. On a whole-body CT
+    the distance maps then cover the chest instead of the scan."""
+    found = ndi.find_objects((np.asarray(lung_mask) > 0).astype(np.uint8))
+    if not found:
+        return None
+    reach_mm = 2.0 * config.max_seed_depth_mm + config.seed_lung_margin_mm + config.min_seed_depth_mm
+    box = []
+    for sl, f, s, n in zip(found[0], factors, spacing_zyx, lung_mask.shape):
+        pad = (int(np.ceil(reach_mm / s)) + 1) * f
+        start = max(0, (sl.start - pad) // f * f)
+        box.append(slice(start, min(n, sl.stop + pad)))
+    return tuple(box)
 
 
 def ray_lengths_mm(target: np.ndarray, centre_kji: np.ndarray, spacing_zyx: np.ndarray, max_mm: float,
