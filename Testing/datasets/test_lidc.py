@@ -52,6 +52,16 @@ def test_read_table_labels_and_splits(tmp_path):
     assert [r.file for r in read_nodule_table(folder, "val")] == [records[4].file, records[5].file]
 
 
+def test_read_table_attribute_ratings(tmp_path):
+    header = ["file", "coordX", "coordY", "coordZ", "diameter_mm", "Spiculation_value", "Lobulation_value",
+              "Margin_value", "Sphericity_value", "Calcification_value"]
+    folder = _write_table(tmp_path / "t", header, [["a", 1, 2, 3, 5, 4, 1, 2, 5, 3], ["b", 1, 2, 3, 5, "", 2, 5, 3, ""]])
+    first, second = read_nodule_table(folder)
+    assert first.attribute_ratings == (4, 1, 2, 5)  # spiculation, lobulation, margin, sphericity
+    assert first.calcification == 3
+    assert second.attribute_ratings == (None, 2, 5, 3) and second.calcification is None
+
+
 def test_table_without_split_column_uses_all_rows(tmp_path):
     folder = make_lidc_folder(tmp_path / "d", n=4, with_split=False)
     assert len(read_nodule_table(folder, "val")) == 4
@@ -68,6 +78,10 @@ def test_table_without_split_column_uses_all_rows(tmp_path):
          "Diagnosis_value"),
         (["file", "coordX", "coordY", "coordZ", "diameter_mm"], ["", 1, 2, 3, 5], "column file"),
         (["file", "coordX", "coordY", "coordZ", "diameter_mm", "Margin_value"], ["a", 1, 2, 3, 5, 2.5], "Margin"),
+        (["file", "coordX", "coordY", "coordZ", "diameter_mm", "Spiculation_value"], ["a", 1, 2, 3, 5, 6],
+         "Spiculation_value"),  # 1-5 rating
+        (["file", "coordX", "coordY", "coordZ", "diameter_mm", "Calcification_value"], ["a", 1, 2, 3, 5, 7],
+         "Calcification_value"),  # 1-6 rating
     ],
 )
 def test_table_errors_name_the_problem(tmp_path, header, row, message):

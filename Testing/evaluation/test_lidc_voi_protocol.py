@@ -197,3 +197,31 @@ def test_evaluate_folder_without_labels(tmp_path, untrained_model):
     assert metrics["n"] == 3 and 0 <= metrics["dice_mean"] <= 1
     for key in ("malignancy_auc", "texture_macro_f1", "invasiveness_macro_f1"):
         assert metrics[key] is None  # no labels in the table: reported as null, never invented
+
+
+def test_evaluate_reports_attributes_with_baselines(tmp_path):
+    data = make_lidc_folder(tmp_path / "data", n=12)  # train: 5 small (spiculation 1), 3 large (4); val: 1 and 3
+    model = tmp_path / "model"
+    net = DenseSharpNet(DenseSharpConfig(stem_channels=4, down_channels=8, growth_rate=4, block_layers=(1, 1),
+                                         decoder_channels=(4, 8), mask_prior=0.5, lidc_attribute_heads=True))
+    save_grader(net.eval(), model, {"spacing_mm": 1.0, "crop_size": 16, "hu_window": [-1000, 400], "pad_hu": -1000})
+    metrics = evaluate_lidc_voi(data, "val", model, classical=False, bootstrap_samples=20)
+    attributes = metrics["attributes"]
+    assert "not pathology" in attributes["note"]
+    spiculation = attributes["ratings"]["spiculation"]
+    assert spiculation["train_majority_rating"] == 1
+    assert spiculation["majority_baseline"]["quadratic_kappa"] == pytest.approx(0.0)
+    assert spiculation["majority_baseline"]["exact_accuracy"] == pytest.approx(1 / 4)
+    assert spiculation["model"]["n"] == 4 and attributes["ratings"]["margin"]["model"]["n"] == 0  # no margin column
+    spiculated = attributes["cuts"]["spiculated"]
+    assert spiculated["definition"] == "spiculation >= 3" and spiculated["model"]["n_positive"] == 3
+    assert spiculated["majority_baseline"]["macro_f1"] == pytest.approx(2 * 1 / (1 + 4) / 2)  # "no" for all
+    assert spiculated["diameter_baseline"]["auc"] == pytest.approx(1.0)  # the fixture's spiculated nodules are large
+    assert attributes["cuts"]["calcified"]["model"]["n_positive"] == 0  # all rated 6, absent
+    assert metrics["spiculation_quadratic_kappa"] == spiculation["model"]["quadratic_kappa"]
+
+
+def test_evaluate_old_grader_has_no_attributes(tmp_path, untrained_model):
+    data = make_lidc_folder(tmp_path / "data", n=3)
+    metrics = evaluate_lidc_voi(data, "val", untrained_model, classical=False, bootstrap_samples=10)
+    assert metrics["attributes"] is None and metrics["per_nodule"][0]["attributes_predicted"] is None

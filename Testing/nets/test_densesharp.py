@@ -124,3 +124,47 @@ def test_malignancy_diameter_prior():
     with pytest.raises(ValueError, match="diameter_input"):
         no_diameter = DenseSharpConfig(**{**TINY.to_dict(), "diameter_input": False})
         DenseSharpNet(no_diameter).set_malignancy_diameter_prior(1.0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------- LIDC attribute heads
+
+TINY_ATTR = DenseSharpConfig(**{**TINY.to_dict(), "lidc_attribute_heads": True})
+
+
+@pytest.mark.parametrize("batch, size_dhw", [(1, (8, 8, 8)), (3, (8, 12, 16))])
+def test_attribute_head_shapes_and_rank_consistency(batch, size_dhw):
+    torch.manual_seed(1)
+    net = DenseSharpNet(TINY_ATTR).eval()
+    out = net(torch.rand(batch, 1, *size_dhw), torch.full((batch,), 6.0))
+    assert tuple(out.attribute_cut_logits.shape) == (batch, 4, 4)  # (B, attributes, cuts rating > 1..4)
+    assert tuple(out.calcification_logits.shape) == (batch, 6)  # (B, LIDC calcification ratings 1-6)
+    with torch.no_grad():
+        net.ordinal_heads.cut_gaps.fill_(-5.0)  # small gaps (0.007) still keep P(rating > k) decreasing in k
+        logits = net(torch.rand(batch, 1, *size_dhw), torch.full((batch,), 6.0)).attribute_cut_logits
+    assert bool((logits.diff(dim=2) < 0).all())
+
+
+def test_attribute_heads_are_off_for_old_configs():
+    old = {k: v for k, v in TINY.to_dict().items() if k != "lidc_attribute_heads"}  # a config.json from before
+    net = DenseSharpNet(DenseSharpConfig(**old)).eval()
+    out = net(torch.rand(2, 1, 8, 8, 8), torch.tensor([5.0, 9.0]))
+    assert out.attribute_cut_logits is None and out.calcification_logits is None
+    assert net.pretrained_parameter_names() == {name for name, _ in net.named_parameters()}
+    assert not any(name.startswith("ordinal_heads") for name in net.state_dict())
+    with pytest.raises(ValueError, match="lidc_attribute_heads"):
+        net.set_attribute_priors(torch.full((4, 4), 0.5), torch.full((6,), 1 / 6))
+
+
+def test_attribute_priors_give_the_training_frequencies():
+    net = DenseSharpNet(TINY_ATTR).eval()
+    exceed = torch.tensor([[0.3, 0.1, 0.05, 0.02], [0.5, 0.4, 0.3, 0.2], [0.9, 0.8, 0.6, 0.3], [0.99, 0.9, 0.5, 0.2]])
+    patterns = torch.tensor([0.01, 0.02, 0.12, 0.01, 0.02, 0.82])
+    net.set_attribute_priors(exceed, patterns)
+    with torch.no_grad():
+        net.ordinal_heads.score.weight.zero_()  # image features silent: the priors alone
+        net.calcification_head.weight.zero_()
+        out = net(torch.rand(2, 1, 8, 8, 8), torch.tensor([5.0, 9.0]))
+    torch.testing.assert_close(torch.sigmoid(out.attribute_cut_logits), exceed.expand(2, 4, 4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.softmax(out.calcification_logits, 1), patterns.expand(2, 6), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="shapes"):
+        net.set_attribute_priors(torch.full((4, 3), 0.5), patterns)

@@ -42,6 +42,11 @@ def test_graded_findings_carry_probabilities_and_the_model(report):
         assert sum(f.invasiveness.values()) == pytest.approx(1.0, abs=1e-3)
         assert f.texture in ("solid", "part-solid", "ground-glass")
         assert f.extra["mask_source"] in ("densesharp", "classical", "detector box")
+        # the shipped grader has the LIDC attribute heads: ratings 1-5, the spiculation call Brock reads
+        assert set(f.extra["lidc_ratings"]) == {"spiculation", "lobulation", "margin", "sphericity"}
+        assert all(1.0 <= r <= 5.0 for r in f.extra["lidc_ratings"].values())
+        assert isinstance(f.extra["spiculated"], bool)
+        assert f.extra["spiculated"] == (f.extra["lidc_cut_probabilities"]["spiculated"] >= 0.5)
 
 
 def test_without_grader_fields_stay_empty(phantom, tmp_path):

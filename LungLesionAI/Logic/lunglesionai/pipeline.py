@@ -302,6 +302,16 @@ def _apply_grade(volume: Volume, lung_mask: np.ndarray, finding: Finding, grade,
         texture_probabilities={k: round(v, 4) for k, v in grade.texture_probabilities.items()},
         texture_hu_rule=finding.texture,
     )
+    if getattr(grade, "attributes", None) is not None:  # graders with the LIDC attribute heads
+        # radiologists' ratings as the grader learned them (not pathology); "spiculated" feeds the Brock model.
+        # Calcification stays the HU rule's call (Finding.calcified: calling a nodule calcified lowers its
+        # Lung-RADS category, so it rests on measured dense voxels); the grader's probability is shown beside it.
+        extra.update(
+            lidc_ratings={k: round(v, 2) for k, v in grade.attributes.items()},
+            lidc_cut_probabilities={k: round(v, 4) for k, v in (grade.attribute_probabilities or {}).items()},
+            spiculated=bool(grade.spiculated),
+            calcified_probability_grader=round(float(grade.calcified_probability), 4),
+        )
     updates = dict(
         malignancy_probability=round(grade.malignancy_probability, 4),
         invasiveness={k: round(v, 4) for k, v in grade.invasiveness.items()},

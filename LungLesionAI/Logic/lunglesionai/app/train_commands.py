@@ -202,6 +202,12 @@ def add_train_grader_parser(subparsers: argparse._SubParsersAction) -> argparse.
     p.add_argument("--max-minutes", type=float, default=GraderTrainingConfig.max_minutes,
                    help="wall-time budget; no new epoch starts after it (default %(default)s)")
     p.add_argument("--cache-dir", help="folder for the cropped-VOI cache (.npz)")
+    p.add_argument("--init-from", help="fine-tune from this grader folder (e.g. models/grader): backbone and old heads "
+                   "start from its weights, new LIDC attribute heads from the training split's rating frequencies")
+    p.add_argument("--pretrained-lr-factor", type=float, default=GraderTrainingConfig.pretrained_lr_factor,
+                   help="learning-rate factor of the parts taken from --init-from; 0 freezes them (default %(default)s)")
+    p.add_argument("--learning-rate", type=float, default=GraderTrainingConfig.learning_rate,
+                   help="AdamW learning rate (default %(default)s)")
     p.set_defaults(func=run_train_grader)
     return p
 
@@ -216,6 +222,9 @@ def run_train_grader(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         max_minutes=args.max_minutes,
         cache_dir=args.cache_dir,
+        init_from=args.init_from,
+        pretrained_lr_factor=args.pretrained_lr_factor,
+        learning_rate=args.learning_rate,
     )
     result = train_grader(config)
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.val_metrics.items()}

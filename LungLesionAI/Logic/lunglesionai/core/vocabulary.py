@@ -15,6 +15,9 @@ __all__ = [
     "DEVICES",
     "FINDING_KINDS",
     "INVASIVENESS_CLASSES",
+    "LIDC_CALCIFICATION_PATTERNS",
+    "LIDC_BENIGN_CALCIFICATION_PATTERNS",
+    "LIDC_RATED_ATTRIBUTES",
     "LUNG_FINDING_KINDS",
     "NO_LUNG_WARNING",
     "NOT_RUN",
@@ -50,6 +53,15 @@ TEXTURE_CLASSES = ("ground-glass", "part-solid", "solid")
 INVASIVENESS_CLASSES = ("pre-invasive", "minimally-invasive", "invasive")
 """Invasiveness-surrogate classes (AAH/AIS, MIA, IAC as in DenseSharp), mapped one to one from texture: a CT
 surrogate, not pathology."""
+LIDC_RATED_ATTRIBUTES = ("spiculation", "lobulation", "margin", "sphericity")
+"""LIDC-IDRI semantic ratings on a 1-5 scale predicted by the grader's attribute heads, in head order (spiculation
+1 none .. 5 marked; lobulation 1 none .. 5 marked; margin 1 poorly defined .. 5 sharp; sphericity 1 linear .. 5
+round). Radiologists' ratings (Armato et al., Med Phys 2011), not pathology."""
+LIDC_CALCIFICATION_PATTERNS = ("popcorn", "laminated", "solid", "non-central", "central", "absent")
+"""LIDC-IDRI calcification rating 1-6 in order (6 = absent), the classes of the grader's calcification head."""
+LIDC_BENIGN_CALCIFICATION_PATTERNS = ("popcorn", "laminated", "solid", "central")
+"""The calcification patterns read as benign (Lung-RADS v2022 category 1: complete/diffuse, central, popcorn,
+concentric rings; Fleischner 2017); non-central (eccentric) calcification is not."""
 DEEPLESION_TYPES = ("bone", "abdomen", "mediastinum", "liver", "lung", "kidney", "soft tissue", "pelvis")
 """DeepLesion's coarse lesion types (Yan et al., J Med Imaging 2018), in the order of ``DL_info.csv``'s
 Coarse_lesion_type 1–8."""

@@ -21,6 +21,10 @@ Label mapping (LIDC-IDRI majority votes; Armato et al., Med Phys 38(2):915-931, 
 * semantic attributes (auxiliary training targets, :data:`ATTRIBUTES`): calcified (``Calcification_value``
   1-5 = a calcification pattern -> +1, 6 = absent -> -1) and the 1-5 ratings ``Lobulation_value``,
   ``Margin_value``, ``Sphericity_value``, ``Spiculation_value``, ``Subtlety_value`` scaled as (v - 3) / 2;
+* LIDC attribute ratings (targets of the grader's attribute heads): ``Spiculation_value``,
+  ``Lobulation_value``, ``Margin_value``, ``Sphericity_value`` kept as the 1-5 ratings
+  (:attr:`NoduleRecord.attribute_ratings`, order of :data:`LIDC_RATED_ATTRIBUTES`) and ``Calcification_value``
+  1-6 (popcorn, laminated, solid, non-central, central, absent; :attr:`NoduleRecord.calcification`);
 * invasiveness surrogate: ground-glass -> pre-invasive (AAH/AIS), part-solid -> minimally-invasive (MIA),
   solid -> invasive (IAC). This is a radiological surrogate from CT texture, NOT pathology: LIDC-IDRI has no
   histology for these nodules.
@@ -45,12 +49,14 @@ import SimpleITK as sitk
 
 from lunglesionai.core.hu_windows import NODULE_WINDOW_HU
 from lunglesionai.core.sitk_bridge import volume_from_sitk
+from lunglesionai.core.vocabulary import LIDC_RATED_ATTRIBUTES
 from lunglesionai.core.volume import Volume
 from lunglesionai.datasets.tables import finite_number
 
 __all__ = [
     "ATTRIBUTES",
     "CALCIFICATION_ABSENT",
+    "RATED_ATTRIBUTE_COLUMNS",
     "HU_WINDOW",
     "LIDC_TEXTURE_RATING",
     "LIDC_TEXTURE_TEXT",
@@ -80,6 +86,9 @@ ATTRIBUTES = ("calcified", "lobulation", "margin", "sphericity", "spiculation", 
 """LIDC semantic ratings regressed by the auxiliary head, each scaled to [-1, 1]."""
 _ATTRIBUTE_COLUMNS = ("Calcification_value", "Lobulation_value", "Margin_value", "Sphericity_value",
                       "Spiculation_value", "Subtlety_value")
+RATED_ATTRIBUTE_COLUMNS = {"spiculation": "Spiculation_value", "lobulation": "Lobulation_value",
+                           "margin": "Margin_value", "sphericity": "Sphericity_value"}
+"""``nodules.csv`` column of each of :data:`LIDC_RATED_ATTRIBUTES` (majority-vote 1-5 ratings)."""
 CALCIFICATION_ABSENT = 6
 """LIDC ``Calcification_value`` meaning "absent" (1-5 are calcification patterns)."""
 REQUIRED_COLUMNS = ("file", "coordX", "coordY", "coordZ", "diameter_mm")
@@ -104,6 +113,9 @@ class NoduleRecord:
         rating: ``Malignancy_value`` 1-5, or None.
         texture: index into :data:`TEXTURE_CLASSES`, or None.
         attributes: the :data:`ATTRIBUTES` scaled to [-1, 1], NaN where the table has none.
+        attribute_ratings: the 1-5 ratings of :data:`LIDC_RATED_ATTRIBUTES` (spiculation, lobulation, margin,
+            sphericity) in that order, None where the table has none.
+        calcification: LIDC ``Calcification_value`` 1-6 (6 = absent), or None.
     """
 
     file: str
@@ -115,6 +127,8 @@ class NoduleRecord:
     rating: Optional[int] = None
     texture: Optional[int] = None
     attributes: tuple[float, ...] = (math.nan,) * len(ATTRIBUTES)
+    attribute_ratings: tuple[Optional[int], ...] = (None,) * len(LIDC_RATED_ATTRIBUTES)
+    calcification: Optional[int] = None
 
     @property
     def invasiveness(self) -> Optional[int]:
@@ -195,6 +209,9 @@ def _parse_row(path: Path, row_number: int, row: dict[str, str]) -> NoduleRecord
         rating=optional_int("Malignancy_value", range(1, 6)),
         texture=texture,
         attributes=tuple(_attribute(column, optional_int(column, range(1, 7))) for column in _ATTRIBUTE_COLUMNS),
+        attribute_ratings=tuple(optional_int(RATED_ATTRIBUTE_COLUMNS[name], range(1, 6))
+                                for name in LIDC_RATED_ATTRIBUTES),
+        calcification=optional_int("Calcification_value", range(1, 7)),
     )
 
 

@@ -1,7 +1,7 @@
 """``lunglesionai evaluate lidc-voi``: Dice, malignancy AUC (with a diameter-only baseline), texture and
 invasiveness-surrogate F1 and calibration of the nodule grader on a folder in the ``lidc_voi`` layout.
 
-Metrics (all plain numpy, no scikit-learn):
+Metrics (all plain numpy, no scikit-learn; the generic ones in :mod:`lunglesionai.evaluation.metrics.classification`):
 
 * Dice per nodule in the VOI's ORIGINAL grid (the learned mask is resampled back from the isotropic crop), with
   mean, median and a percentile bootstrap 95 % CI of the mean; the classical segmentation
@@ -14,6 +14,8 @@ Metrics (all plain numpy, no scikit-learn):
   prediction) and confusion matrices (rows = truth, columns = prediction).
 * Expected calibration error of the malignancy probability: equal-width bins, weighted mean
   |accuracy - confidence| of the positive-class probability (Naeini et al., AAAI 2015; Guo et al., ICML 2017).
+* LIDC attributes (graders with attribute heads): agreement with the radiologists' ratings beside trivial
+  baselines, see :mod:`lunglesionai.evaluation.lidc_attribute_metrics`.
 """
 
 from __future__ import annotations
@@ -26,135 +28,25 @@ from typing import Any, Optional
 import numpy as np
 
 from lunglesionai.core.findings import to_jsonable
+from lunglesionai.evaluation.lidc_attribute_metrics import attribute_metrics
+from lunglesionai.evaluation.metrics.classification import (
+    BOOTSTRAP_SAMPLES,
+    bootstrap_ci,
+    confusion_matrix,
+    expected_calibration_error,
+    fit_logistic,
+    macro_f1,
+    roc_auc,
+)
 
-__all__ = [
-    "roc_auc",
-    "confusion_matrix",
-    "macro_f1",
-    "expected_calibration_error",
-    "dice_score",
-    "bootstrap_ci",
-    "fit_logistic",
-    "evaluate_lidc_voi",
-]
+__all__ = ["dice_score", "evaluate_lidc_voi"]
+# roc_auc, confusion_matrix, macro_f1, expected_calibration_error, bootstrap_ci and fit_logistic live in
+# lunglesionai.evaluation.metrics.classification (imported above, so older imports from here keep working).
 
 logger = logging.getLogger(__name__)
 
-ECE_BINS = 10
-"""Equal-width probability bins of the expected calibration error."""
-BOOTSTRAP_SAMPLES = 2000
-"""Bootstrap resamples for the 95 % confidence intervals."""
 SMALL_NODULE_RANGE_MM = (4.0, 10.0)
 """The diameter range (mm, inclusive) of the small-nodule AUC."""
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
-    """Area under the ROC curve by the Mann-Whitney statistic (ties count one half).
-
-    Args:
-        scores: (N,) real scores, higher = more likely positive.
-        labels: (N,) 0/1 truth.
-
-    Returns:
-        AUC in [0, 1], or None when only one class is present.
-
-    Raises:
-        ValueError: shapes differ or labels are not 0/1.
-
-    Example:
-        >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
-        0.75
-    """
-    scores = np.asarray(scores, dtype=float).reshape(-1)
-    labels = np.asarray(labels).reshape(-1)
-    if scores.shape != labels.shape:
-        raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in shape")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"labels must be 0/1, got values {np.unique(labels).tolist()}")
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(scores.size, float)
-    sorted_scores = scores[order]
-    ranks[order] = np.arange(1, scores.size + 1)
-    unique, inverse, counts = np.unique(sorted_scores, return_inverse=True, return_counts=True)
-    if unique.size < scores.size:  # average ranks of ties
-        mean_rank = np.bincount(inverse, weights=np.arange(1, scores.size + 1)) / counts
-        ranks[order] = mean_rank[inverse]
-    u = ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n_classes, n_classes) int64 counts; rows = truth, columns = prediction.
-
-    Raises:
-        ValueError: shapes differ or a label is outside 0..n_classes-1.
-
-    Example:
-        >>> confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 2).tolist()
-        [[1, 0], [1, 1]]
-    """
-    truth = np.asarray(truth).reshape(-1)
-    predicted = np.asarray(predicted).reshape(-1)
-    if truth.shape != predicted.shape:
-        raise ValueError(f"truth {truth.shape} and predicted {predicted.shape} differ in shape")
-    for name, values in (("truth", truth), ("predicted", predicted)):
-        if values.size and (values.min() < 0 or values.max() >= n_classes):
-            raise ValueError(f"{name} labels must be in 0..{n_classes - 1}, got {np.unique(values).tolist()}")
-    matrix = np.zeros((n_classes, n_classes), np.int64)
-    np.add.at(matrix, (truth.astype(int), predicted.astype(int)), 1)
-    return matrix
-
-
-def macro_f1(matrix: np.ndarray) -> Optional[float]:
-    """Macro-averaged F1 of a confusion matrix, over the classes present in truth or prediction.
-
-    Args:
-        matrix: (C, C) counts, rows = truth.
-
-    Returns:
-        The mean per-class F1, or None for an empty matrix.
-
-    Example:
-        >>> macro_f1(np.array([[1, 0], [1, 1]]))  # F1 2/3 and 2/3
-        0.6666666666666666
-    """
-    matrix = np.asarray(matrix, dtype=float)
-    tp = np.diag(matrix)
-    support = matrix.sum(axis=1) + matrix.sum(axis=0)
-    present = support > 0
-    if not present.any():
-        return None
-    return float(np.mean(2 * tp[present] / support[present]))
-
-
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Expected calibration error of binary probabilities (equal-width bins over [0, 1]).
-
-    ECE = sum over bins of (bin count / N) × |mean label − mean probability| in the bin.
-
-    Raises:
-        ValueError: shapes differ, empty input, probabilities outside [0, 1] or n_bins < 1.
-
-    Example:
-        >>> round(expected_calibration_error(np.array([0.2, 0.2, 0.8, 0.8]), np.array([0, 1, 1, 1])), 6)
-        0.25
-    """
-    p = np.asarray(probabilities, dtype=float).reshape(-1)
-    y = np.asarray(labels, dtype=float).reshape(-1)
-    if p.shape != y.shape or p.size == 0:
-        raise ValueError(f"need equal, non-empty shapes, got {p.shape} and {y.shape}")
-    if n_bins < 1 or p.min() < 0 or p.max() > 1:
-        raise ValueError(f"probabilities must be in [0, 1] and n_bins >= 1 (n_bins={n_bins})")
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in np.unique(bins):
-        in_bin = bins == b
-        ece += in_bin.mean() * abs(y[in_bin].mean() - p[in_bin].mean())
-    return float(ece)
 
 
 def dice_score(truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -169,78 +61,6 @@ def dice_score(truth: np.ndarray, predicted: np.ndarray) -> float:
         raise ValueError(f"truth {a.shape} and predicted {b.shape} differ in shape")
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
-def bootstrap_ci(
-    statistic, arrays: tuple[np.ndarray, ...], n_samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
-) -> Optional[tuple[float, float]]:
-    """Percentile bootstrap 95 % CI of ``statistic(*arrays)``, resampling the N rows with replacement.
-
-    Args:
-        statistic: function of the resampled arrays returning a float or None (a None resample is skipped).
-        arrays: arrays with the same first dimension N.
-        n_samples: resamples.
-        seed: random seed (results are reproducible).
-
-    Returns:
-        (2.5th, 97.5th) percentile, or None when N = 0 or no resample gave a value.
-    """
-    n = len(arrays[0])
-    if n == 0:
-        return None
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_samples):
-        idx = rng.integers(0, n, n)
-        value = statistic(*(np.asarray(a)[idx] for a in arrays))
-        if value is not None:
-            values.append(value)
-    if not values:
-        return None
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def fit_logistic(
-    features: np.ndarray, labels: np.ndarray, l2: float = 1e-4, n_iter: int = 100
-) -> tuple[np.ndarray, float]:
-    """Fit p = sigmoid(features @ w + b) by Newton's method, with an L2 penalty ``l2 · N · |w|² / 2`` (not on b).
-
-    Args:
-        features: (N,) or (N, F) real features.
-        labels: (N,) 0/1, both classes present.
-        l2: penalty strength per sample (keeps separable data finite).
-        n_iter: most Newton steps.
-
-    Returns:
-        (w of shape (F,), b).
-
-    Raises:
-        ValueError: lengths differ or a class is missing.
-
-    Example:
-        >>> w, b = fit_logistic(np.array([0.0, 1, 2, 3]), np.array([0, 1, 0, 1]))
-        >>> bool(w[0] > 0)
-        True
-    """
-    x = np.asarray(features, dtype=float)
-    x = x.reshape(len(x), -1)
-    y = np.asarray(labels, dtype=float).reshape(-1)
-    if len(x) != len(y) or y.min(initial=1) == y.max(initial=0):
-        raise ValueError(f"need equal lengths and both classes, got {x.shape}, {y.shape}, classes {np.unique(y)}")
-    design = np.column_stack([x, np.ones(len(x))])
-    n_params = design.shape[1]
-    penalty = np.diag([l2 * len(x)] * (n_params - 1) + [0.0])
-    w = np.zeros(n_params)
-    for _ in range(n_iter):
-        p = 1.0 / (1.0 + np.exp(-(design @ w)))
-        gradient = design.T @ (p - y) + penalty @ w
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + penalty + 1e-9 * np.eye(n_params)
-        step = np.linalg.solve(hessian, gradient)
-        w -= step
-        if np.abs(step).max() < 1e-10:
-            break
-    return w[:-1].copy(), float(w[-1])
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -268,7 +88,9 @@ def evaluate_lidc_voi(
     Returns:
         JSON-ready dict: ``n``, ``dice_mean``, ``dice_median``, ``dice_ci95``, ``malignancy_auc``,
         ``texture_macro_f1``, ``invasiveness_macro_f1`` and more (baseline AUCs, 4-10 mm subset, confusion
-        matrices, ECE, classical Dice, per-nodule rows); a metric without labels is None.
+        matrices, ECE, classical Dice, per-nodule rows) and ``attributes`` with flat summary keys
+        (:func:`lunglesionai.evaluation.lidc_attribute_metrics.attribute_metrics`; None for a grader without
+        attribute heads); a metric without labels is None.
 
     Raises:
         LidcTableError: the folder is not in the ``lidc_voi`` layout or has no rows for ``split``.
@@ -301,6 +123,7 @@ def evaluate_lidc_voi(
     metrics.update(_dice_metrics(rows, bootstrap_samples, seed))
     metrics.update(_malignancy_metrics(rows, baseline, bootstrap_samples, seed))
     metrics.update(_class_metrics(rows))
+    metrics.update(attribute_metrics(rows, _train_records(data_dir), bootstrap_samples, seed))
     metrics["grade_seconds_per_nodule"] = float(np.mean([r["grade_seconds"] for r in rows]))
     metrics["per_nodule"] = rows
     return to_jsonable(metrics, nan_as_none=True)
@@ -316,7 +139,7 @@ def _classical_segmenter():
 
 
 def _score_nodule(data_dir, record, grader, segment) -> dict[str, Any]:
-    from lunglesionai.core.vocabulary import TEXTURE_CLASSES
+    from lunglesionai.core.vocabulary import LIDC_RATED_ATTRIBUTES, TEXTURE_CLASSES
     from lunglesionai.datasets.lidc import load_voi
 
     volume, truth = load_voi(data_dir, record)
@@ -336,6 +159,13 @@ def _score_nodule(data_dir, record, grader, segment) -> dict[str, Any]:
         "texture": None if record.texture is None else TEXTURE_CLASSES[record.texture],
         "texture_predicted": result.texture,
         "invasiveness_predicted": max(result.invasiveness, key=result.invasiveness.get),
+        "attribute_ratings": dict(zip(LIDC_RATED_ATTRIBUTES, record.attribute_ratings)),
+        "calcification": record.calcification,
+        "attributes_predicted": result.attributes,
+        "attribute_levels_predicted": result.attribute_levels,
+        "attribute_probabilities": result.attribute_probabilities,
+        "calcified_probability": result.calcified_probability,
+        "calcification_probabilities": result.calcification_probabilities,
     }
     if segment is not None:
         try:
@@ -451,6 +281,16 @@ def _class_metrics(rows: list[dict]) -> dict[str, Any]:
     return out
 
 
+def _train_records(data_dir) -> list:
+    """The folder's ``split == "train"`` rows (the baselines are fit on them; [] when there are none)."""
+    from lunglesionai.datasets.lidc import LidcTableError, read_nodule_table
+
+    try:
+        return [r for r in read_nodule_table(data_dir, None) if r.split == "train"]
+    except LidcTableError:
+        return []
+
+
 def _class_f1(matrix: np.ndarray, k: int) -> Optional[float]:
     support = matrix[k].sum() + matrix[:, k].sum()
     return None if support == 0 else float(2 * matrix[k, k] / support)
@@ -470,4 +310,8 @@ SUMMARY_KEYS = (
     "malignancy_ece",
     "texture_macro_f1",
     "invasiveness_macro_f1",
+    *(f"{a}_{m}" for a in ("spiculation", "lobulation", "margin", "sphericity")
+      for m in ("within_one_accuracy", "majority_within_one_accuracy", "quadratic_kappa")),
+    *(f"{c}_{m}" for c in ("spiculated", "lobulated", "poorly_defined_margin", "elongated", "calcified")
+      for m in ("macro_f1", "majority_macro_f1", "diameter_macro_f1")),
 )

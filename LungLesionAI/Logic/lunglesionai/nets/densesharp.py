@@ -18,7 +18,15 @@ Differences from the paper, for CPU inference on small LIDC-IDRI nodules:
   head can start at a diameter-only logistic regression). The mask enters the heads detached, so grading
   losses do not bend the segmentation;
 * an auxiliary head regresses LIDC semantic ratings (calcification, lobulation, margin, sphericity,
-  spiculation, subtlety) as a multi-task regulariser.
+  spiculation, subtlety) as a multi-task regulariser;
+* optional LIDC attribute heads (``lidc_attribute_heads``): one ordinal head per 1-5 rating of
+  :data:`lunglesionai.core.vocabulary.LIDC_RATED_ATTRIBUTES` (spiculation, lobulation, margin, sphericity), a
+  cumulative-logit (proportional-odds) model P(rating > k) = sigmoid(s - θ_k), k = 1..4, with one linear score s
+  and ordered cut points θ_1 < θ_2 < θ_3 < θ_4 per attribute (McCullagh, "Regression Models for Ordinal Data",
+  J R Stat Soc B 42(2):109-142, 1980; as a network head: Cao, Mirjalili, Raschka, "Rank consistent ordinal
+  regression for neural networks", Pattern Recognit Lett 140:325-331, 2020, doi:10.1016/j.patrec.2020.11.008;
+  the cut points are kept ordered by construction, so the probabilities are rank consistent), and a 6-way
+  softmax head over the LIDC calcification ratings (:data:`lunglesionai.core.vocabulary.LIDC_CALCIFICATION_PATTERNS`).
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from lunglesionai.core.vocabulary import LIDC_CALCIFICATION_PATTERNS, LIDC_RATED_ATTRIBUTES
+
 __all__ = ["DenseSharpConfig", "DenseSharpNet", "DenseSharpOutput"]
 
 LOG_VOLUME_CENTER = 5.0
@@ -40,6 +50,8 @@ LOG_DIAMETER_CENTER = math.log(7.0)
 """Centre of the heads' diameter feature log(diameter_mm) (7 mm, the median LIDC nodule)."""
 LOG_DIAMETER_SCALE = 0.5
 """Scale of the heads' diameter feature."""
+RATING_LEVELS = 5
+"""Levels of an LIDC semantic rating (1-5); the ordinal heads have RATING_LEVELS - 1 cut points."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,9 @@ class DenseSharpConfig:
             doi:10.1007/978-3-319-59050-9_20); 0 disables.
         diameter_input: the heads also get log(diameter_mm) given with each crop (the size a radiologist or the
             pipeline measured; LIDC malignancy ratings follow size closely), scaled like the volume feature.
+        lidc_attribute_heads: add the LIDC attribute heads (ordinal spiculation, lobulation, margin, sphericity;
+            6-way calcification pattern). False for graders trained before they existed (their config.json
+            lacks the key), so those still load.
 
     Raises:
         ValueError: a count is not positive, compression is outside (0, 1], or dropout is outside [0, 1).
@@ -91,6 +106,7 @@ class DenseSharpConfig:
     n_invasiveness: int = 3
     n_attributes: int = 6
     diameter_input: bool = True
+    lidc_attribute_heads: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_layers", tuple(int(n) for n in self.block_layers))
@@ -139,6 +155,10 @@ class DenseSharpOutput:
         texture_logits: (B, n_texture) logits of ground-glass, part-solid, solid.
         invasiveness_logits: (B, n_invasiveness) logits of pre-invasive, minimally-invasive, invasive.
         attributes: (B, n_attributes) predicted LIDC semantic ratings, scaled to about [-1, 1] (auxiliary).
+        attribute_cut_logits: (B, A, 4) logits of P(rating > k), k = 1..4, for the A = 4 attributes of
+            ``LIDC_RATED_ATTRIBUTES`` in that order (None without ``lidc_attribute_heads``).
+        calcification_logits: (B, 6) logits of the LIDC calcification ratings 1-6 in the order of
+            ``LIDC_CALCIFICATION_PATTERNS`` (None without ``lidc_attribute_heads``).
     """
 
     mask_logits: torch.Tensor
@@ -147,6 +167,38 @@ class DenseSharpOutput:
     texture_logits: torch.Tensor
     invasiveness_logits: torch.Tensor
     attributes: torch.Tensor
+    attribute_cut_logits: Optional[torch.Tensor] = None
+    calcification_logits: Optional[torch.Tensor] = None
+
+
+class _OrdinalHeads(nn.Module):
+    """Cumulative-logit heads, one per rated attribute: logits (B, A, K-1) of P(rating > k) = sigmoid(s_a - θ_a,k).
+
+    s_a is a linear score of the features; the cut points θ_a,1 < ... < θ_a,K-1 are kept ordered as θ_a,1 plus
+    cumulative softplus gaps (McCullagh 1980; Cao et al. 2020).
+    """
+
+    def __init__(self, n_features: int, n_attributes: int, n_levels: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(n_features, n_attributes)
+        self.first_cut = nn.Parameter(torch.zeros(n_attributes, 1))
+        self.cut_gaps = nn.Parameter(torch.full((n_attributes, n_levels - 2), math.log(math.expm1(1.0))))
+
+    def cuts(self) -> torch.Tensor:
+        """(A, K-1) ordered cut points θ."""
+        gaps = nn.functional.softplus(self.cut_gaps)
+        return torch.cat([self.first_cut, self.first_cut + torch.cumsum(gaps, dim=1)], dim=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.score(features)[:, :, None] - self.cuts()[None]
+
+    @torch.no_grad()
+    def set_cuts(self, cuts: torch.Tensor) -> None:
+        """Set θ from an (A, K-1) tensor (sorted; gaps below 1e-3 are raised to 1e-3)."""
+        cuts = torch.sort(torch.as_tensor(cuts, dtype=self.first_cut.dtype), dim=1).values
+        gaps = torch.diff(cuts, dim=1).clamp(min=1e-3)
+        self.first_cut.copy_(cuts[:, :1])
+        self.cut_gaps.copy_(torch.log(torch.expm1(gaps)))
 
 
 class _DenseLayer(nn.Module):
@@ -200,9 +252,9 @@ class DenseSharpNet(nn.Module):
     deepest features are at 1/2**len(block_layers) of the input. Decoder: transposed convolutions back to the
     input size, each followed by a 3×3×3 convolution over the concatenated skip features of that level (stem,
     then each dense block but the last). Heads: linear layers on ``[global average pool, mask-weighted pool,
-    log soft mask volume]`` of the deepest features and the intensity histogram inside the predicted mask. The
-    full-resolution layers are kept narrow: on a CPU they
-    cost most.
+    log soft mask volume]`` of the deepest features and the intensity histogram inside the predicted mask (with
+    ``lidc_attribute_heads`` also ordinal cumulative-logit heads for four 1-5 LIDC ratings and a calcification
+    pattern head on the same features). The full-resolution layers are kept narrow: on a CPU they cost most.
 
     Args:
         config: see :class:`DenseSharpConfig`.
@@ -254,6 +306,12 @@ class DenseSharpNet(nn.Module):
         self.texture_head = nn.Linear(n_features, c.n_texture)
         self.invasiveness_head = nn.Linear(n_features, c.n_invasiveness)
         self.attribute_head = nn.Linear(n_features, c.n_attributes) if c.n_attributes else None
+        self.ordinal_heads = (
+            _OrdinalHeads(n_features, len(LIDC_RATED_ATTRIBUTES), RATING_LEVELS) if c.lidc_attribute_heads else None
+        )
+        self.calcification_head = (
+            nn.Linear(n_features, len(LIDC_CALCIFICATION_PATTERNS)) if c.lidc_attribute_heads else None
+        )
 
     def forward(self, x: torch.Tensor, diameter_mm: Optional[torch.Tensor] = None) -> DenseSharpOutput:
         """Segment and grade a batch of crops.
@@ -283,7 +341,37 @@ class DenseSharpNet(nn.Module):
             texture_logits=self.texture_head(features),
             invasiveness_logits=self.invasiveness_head(features),
             attributes=attributes,
+            attribute_cut_logits=None if self.ordinal_heads is None else self.ordinal_heads(features),
+            calcification_logits=None if self.calcification_head is None else self.calcification_head(features),
         )
+
+    @torch.no_grad()
+    def set_attribute_priors(self, exceed_fractions: torch.Tensor, pattern_fractions: torch.Tensor) -> None:
+        """Start the LIDC attribute heads at the training split's rating frequencies (image weights near 0).
+
+        Args:
+            exceed_fractions: (A, 4) fraction of nodules with rating > k, k = 1..4, per attribute of
+                ``LIDC_RATED_ATTRIBUTES``; clipped to [1e-3, 1 - 1e-3].
+            pattern_fractions: (6,) fraction of each calcification rating; clipped to >= 1e-3.
+
+        Raises:
+            ValueError: the config has no attribute heads, or a shape is wrong.
+        """
+        if self.ordinal_heads is None or self.calcification_head is None:
+            raise ValueError("set_attribute_priors needs DenseSharpConfig.lidc_attribute_heads=True")
+        exceed = torch.as_tensor(exceed_fractions, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
+        patterns = torch.as_tensor(pattern_fractions, dtype=torch.float32).clamp(min=1e-3)
+        expected = ((len(LIDC_RATED_ATTRIBUTES), RATING_LEVELS - 1), (len(LIDC_CALCIFICATION_PATTERNS),))
+        if (tuple(exceed.shape), tuple(patterns.shape)) != expected:
+            raise ValueError(f"need fractions of shapes {expected}, got {tuple(exceed.shape)}, {tuple(patterns.shape)}")
+        self.ordinal_heads.set_cuts(-torch.logit(exceed))
+        self.ordinal_heads.score.bias.zero_()
+        self.calcification_head.bias.copy_(torch.log(patterns / patterns.sum()))
+
+    def pretrained_parameter_names(self) -> set[str]:
+        """Names of the parameters a grader without LIDC attribute heads also has (the "old parts")."""
+        return {name for name, _ in self.named_parameters()
+                if not name.startswith(("ordinal_heads.", "calcification_head."))}
 
     @torch.no_grad()
     def set_malignancy_diameter_prior(self, slope: float, intercept: float) -> None:
@@ -293,7 +381,7 @@ class DenseSharpNet(nn.Module):
 
         Args:
             slope, intercept: coefficients on log(diameter_mm), e.g. from
-                :func:`lunglesionai.evaluation.lidc_voi_protocol.fit_logistic` on the training split.
+                :func:`lunglesionai.evaluation.metrics.classification.fit_logistic` on the training split.
 
         Raises:
             ValueError: the config has ``diameter_input=False``.

@@ -12,6 +12,13 @@ logit when the model has no stacker), T the temperature fitted on LIDC ``val`` (
 Texture probabilities are the network's texture head; invasiveness probabilities come from its
 invasiveness-surrogate head (ground-glass ~ pre-invasive, part-solid ~ minimally-invasive, solid ~ invasive):
 a radiological surrogate learned from LIDC texture ratings, NOT pathology.
+
+LIDC attribute heads (graders trained with them; older graders give None): spiculation, lobulation, margin and
+sphericity as cumulative probabilities P(rating > k) of the radiologists' 1-5 majority rating, reported as the
+expected rating, the median rating and the probability of each binary cut of :data:`ATTRIBUTE_CUTS` (e.g.
+"spiculated" = P(spiculation >= 3), the yes/no spiculation Brock's model uses); calcification as the six LIDC
+patterns, reported as the probability of a benign pattern (popcorn, laminated, solid, central). These imitate
+radiologists' ratings of LIDC-IDRI nodules, not pathology.
 """
 
 from __future__ import annotations
@@ -28,14 +35,23 @@ from scipy import ndimage as ndi
 
 from lunglesionai.core.findings import FindingMask
 from lunglesionai.core.hu_windows import window_hu
-from lunglesionai.core.vocabulary import INVASIVENESS_CLASSES, TEXTURE_CLASSES
+from lunglesionai.core.vocabulary import (
+    INVASIVENESS_CLASSES,
+    LIDC_BENIGN_CALCIFICATION_PATTERNS,
+    LIDC_CALCIFICATION_PATTERNS,
+    LIDC_RATED_ATTRIBUTES,
+    TEXTURE_CLASSES,
+)
 from lunglesionai.core.volume import Volume
 from lunglesionai.datasets.lidc_crops import crop_geometry, crop_to_volume, extract_crop
 from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet
 from lunglesionai.nets.model_store import MODELS_ENV, ModelFileError, load_model, model_dir, save_model
 
 __all__ = [
+    "ATTRIBUTE_CUTS",
+    "AttributeCut",
     "MODELS_ENV",
+    "attribute_cut_probability",
     "GraderModelError",
     "GradeResult",
     "NoduleGrader",
@@ -55,6 +71,39 @@ MASK_THRESHOLD = 0.5
 """Mask probability at or above which a voxel belongs to the nodule."""
 DEFAULT_BATCH = 4
 """Nodules per network call in :meth:`NoduleGrader.grade_many` (4 was fastest per nodule on one CPU thread)."""
+
+
+@dataclass(frozen=True)
+class AttributeCut:
+    """A yes/no reading of a 1-5 LIDC rating: ``rating >= level`` (``at_least``) or ``rating <= level``.
+
+    Attributes:
+        attribute: one of :data:`LIDC_RATED_ATTRIBUTES`.
+        level: the cut's rating, 2..4.
+        at_least: True for ``rating >= level``, False for ``rating <= level``.
+    """
+
+    attribute: str
+    level: int
+    at_least: bool
+
+    def holds(self, rating: int) -> bool:
+        """Whether a 1-5 rating falls on the "yes" side of the cut."""
+        return rating >= self.level if self.at_least else rating <= self.level
+
+
+ATTRIBUTE_CUTS = {
+    "spiculated": AttributeCut("spiculation", 3, True),
+    "lobulated": AttributeCut("lobulation", 3, True),
+    "poorly_defined_margin": AttributeCut("margin", 2, False),
+    "elongated": AttributeCut("sphericity", 2, False),
+}
+"""Binary cuts of the LIDC ratings (project choices, stated in the model card): spiculated = spiculation >= 3
+("medium" to "marked"; 1 none, 2 nearly none), for Brock's yes/no spiculation (McWilliams et al., NEJM 2013);
+lobulated = lobulation >= 3; poorly defined margin = margin <= 2 (1 poorly defined, 2 near poorly defined);
+elongated = sphericity <= 2 (1 linear, 2 ovoid/linear)."""
+CUT_THRESHOLD = 0.5
+"""A cut is called (e.g. ``GradeResult.spiculated``) when its probability is at least this."""
 
 
 class GraderModelError(ModelFileError):
@@ -119,6 +168,15 @@ class GradeResult:
         texture_probabilities: {texture: p}.
         invasiveness: {"pre-invasive": p, "minimally-invasive": p, "invasive": p}; a CT-texture surrogate,
             not pathology.
+        attributes: expected LIDC rating in [1, 5] per attribute of ``LIDC_RATED_ATTRIBUTES`` (spiculation,
+            lobulation, margin, sphericity); None for a grader without attribute heads.
+        attribute_levels: median rating 1-5 per attribute (1 + the number of k with P(rating > k) >= 0.5), or None.
+        attribute_probabilities: probability of each cut of :data:`ATTRIBUTE_CUTS` ("spiculated", ...), or None.
+        spiculated: ``attribute_probabilities["spiculated"] >= 0.5`` (radiologists' majority spiculation >= 3),
+            or None.
+        calcified_probability: probability that radiologists rate a benign calcification pattern (popcorn,
+            laminated, solid, central), or None.
+        calcification_probabilities: {pattern: p} over ``LIDC_CALCIFICATION_PATTERNS`` (sums to 1), or None.
     """
 
     mask: Optional[FindingMask]
@@ -128,10 +186,27 @@ class GradeResult:
     texture: str
     texture_probabilities: dict[str, float]
     invasiveness: dict[str, float]
+    attributes: Optional[dict[str, float]] = None
+    attribute_levels: Optional[dict[str, int]] = None
+    attribute_probabilities: Optional[dict[str, float]] = None
+    spiculated: Optional[bool] = None
+    calcified_probability: Optional[float] = None
+    calcification_probabilities: Optional[dict[str, float]] = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict without the mask (its voxel count is given as ``mask_voxels``)."""
+        """JSON-ready dict without the mask (its voxel count is given as ``mask_voxels``); the attribute entries
+        are None for a grader without attribute heads."""
         return {
+            "attributes": None if self.attributes is None else dict(self.attributes),
+            "attribute_levels": None if self.attribute_levels is None else dict(self.attribute_levels),
+            "attribute_probabilities": (
+                None if self.attribute_probabilities is None else dict(self.attribute_probabilities)
+            ),
+            "spiculated": self.spiculated,
+            "calcified_probability": self.calcified_probability,
+            "calcification_probabilities": (
+                None if self.calcification_probabilities is None else dict(self.calcification_probabilities)
+            ),
             "malignancy_probability": self.malignancy_probability,
             "malignancy_rating": self.malignancy_rating,
             "rating_probabilities": dict(self.rating_probabilities),
@@ -143,7 +218,8 @@ class GradeResult:
 
 
 class NoduleGrader:
-    """The trained DenseSharp grader (segmentation, malignancy, texture, invasiveness surrogate).
+    """The trained DenseSharp grader (segmentation, malignancy, texture, invasiveness surrogate and, for graders
+    trained with them, the LIDC attribute heads; an older grader loads too and leaves the attribute fields None).
 
     Build it with :meth:`load`. The network runs on CPU in evaluation mode.
 
@@ -285,6 +361,7 @@ class NoduleGrader:
         rating = out["rating"].astype(float)
         texture = out["texture"].astype(float)
         return GradeResult(
+            **_attribute_fields(out),
             mask=_mask_on_volume(out["mask"], geometry, volume, center_kji),
             malignancy_probability=float(out["malignancy"]),
             malignancy_rating=float(rating @ np.arange(1, rating.size + 1)),
@@ -313,7 +390,9 @@ def predict_crops(net: DenseSharpNet, crops: np.ndarray, diameters_mm: Sequence[
 
     Returns:
         {"mask": (N, S, S, S) probabilities, "malignancy_logit": (N,), "rating", "texture", "invasiveness":
-        (N, classes) softmax probabilities}, float32 numpy arrays.
+        (N, classes) softmax probabilities}, float32 numpy arrays; a net with LIDC attribute heads adds
+        "attribute_exceed" (N, 4, 4) P(rating > k), k = 1..4, per attribute of ``LIDC_RATED_ATTRIBUTES`` and
+        "calcification" (N, 6) probabilities of ``LIDC_CALCIFICATION_PATTERNS``.
     """
     net.eval()
     x = torch.as_tensor(np.asarray(crops)[:, None], dtype=torch.float32)
@@ -332,6 +411,62 @@ def predict_crops(net: DenseSharpNet, crops: np.ndarray, diameters_mm: Sequence[
         "rating": mean_softmax(out.rating_logits),
         "texture": mean_softmax(out.texture_logits),
         "invasiveness": mean_softmax(out.invasiveness_logits),
+        **_attribute_predictions(out, n),
+    }
+
+
+def _attribute_predictions(out, n: int) -> dict[str, np.ndarray]:
+    """{"attribute_exceed": (N, A, 4) P(rating > k), "calcification": (N, 6)} averaged over the mirror; {} without
+    attribute heads."""
+    if out.attribute_cut_logits is None or out.calcification_logits is None:
+        return {}
+    exceed = torch.sigmoid(out.attribute_cut_logits)
+    calcification = torch.softmax(out.calcification_logits, dim=1)
+    return {
+        "attribute_exceed": (0.5 * (exceed[:n] + exceed[n:])).numpy(),
+        "calcification": (0.5 * (calcification[:n] + calcification[n:])).numpy(),
+    }
+
+
+def attribute_cut_probability(exceed: np.ndarray, cut: AttributeCut) -> np.ndarray:
+    """Probability of a cut from the cumulative probabilities of one attribute.
+
+    Args:
+        exceed: (..., 4) P(rating > k) for k = 1..4.
+        cut: the cut.
+
+    Returns:
+        (...) P(rating >= level) = P(rating > level - 1), or P(rating <= level) = 1 - P(rating > level).
+
+    Raises:
+        ValueError: ``cut.level`` is not 2..4 or the last axis is not 4 long.
+
+    Example:
+        >>> float(attribute_cut_probability(np.array([0.9, 0.4, 0.2, 0.1]), ATTRIBUTE_CUTS["spiculated"]))
+        0.4
+    """
+    exceed = np.asarray(exceed, dtype=float)
+    if exceed.shape[-1] != 4 or not 2 <= cut.level <= 4:
+        raise ValueError(f"need (..., 4) cumulative probabilities and a level in 2..4, got {exceed.shape}, {cut}")
+    return exceed[..., cut.level - 2] if cut.at_least else 1.0 - exceed[..., cut.level - 1]
+
+
+def _attribute_fields(out: dict[str, np.ndarray]) -> dict[str, Any]:
+    """GradeResult's attribute fields from one nodule's predictions ({} without attribute heads)."""
+    if "attribute_exceed" not in out:
+        return {}
+    exceed = out["attribute_exceed"].astype(float)
+    calcification = out["calcification"].astype(float)
+    cuts = {name: float(attribute_cut_probability(exceed[LIDC_RATED_ATTRIBUTES.index(cut.attribute)], cut))
+            for name, cut in ATTRIBUTE_CUTS.items()}
+    benign = [LIDC_CALCIFICATION_PATTERNS.index(p) for p in LIDC_BENIGN_CALCIFICATION_PATTERNS]
+    return {
+        "attributes": {a: float(1.0 + exceed[k].sum()) for k, a in enumerate(LIDC_RATED_ATTRIBUTES)},
+        "attribute_levels": {a: int(1 + (exceed[k] >= 0.5).sum()) for k, a in enumerate(LIDC_RATED_ATTRIBUTES)},
+        "attribute_probabilities": cuts,
+        "spiculated": bool(cuts["spiculated"] >= CUT_THRESHOLD),
+        "calcified_probability": float(calcification[benign].sum()),
+        "calcification_probabilities": dict(zip(LIDC_CALCIFICATION_PATTERNS, calcification.tolist())),
     }
 
 

@@ -11,6 +11,14 @@ probability stays calibrated; its head starts at the diameter-only logistic regr
 split (:meth:`DenseSharpNet.set_malignancy_diameter_prior`), so the image features learn what size does not
 explain. An auxiliary mean-squared-error term regresses the LIDC semantic ratings (:data:`lidc.ATTRIBUTES`).
 
+LIDC attribute heads (``network.lidc_attribute_heads``): the ordinal spiculation / lobulation / margin /
+sphericity heads are trained by binary cross-entropy on each cut "rating > k", k = 1..4 (the cumulative-logit
+likelihood; unweighted, so the probabilities stay calibrated for the rules that read them), the calcification
+pattern head by unweighted cross-entropy over the six LIDC calcification ratings; both start at the training
+split's rating frequencies. Fine-tuning (``init_from``): backbone and old heads start from a saved grader, the
+attribute heads at those frequencies; ``pretrained_lr_factor`` scales the learning rate of the old parts (0
+freezes them, BatchNorm statistics included, so only the new heads learn).
+
 Reproducible: fixed seeds (torch, numpy, MONAI transforms), single-process data loading, a fixed thread count;
 the resolved config is saved as JSON next to the weights. Model selection on ``val`` by the mean of Dice
 (isotropic grid), malignancy AUC and the two macro-F1s; then temperature scaling of the malignancy logit
@@ -36,7 +44,7 @@ from lunglesionai.core.output_folder import write_json_atomic
 from lunglesionai.core.vocabulary import TEXTURE_CLASSES
 from lunglesionai.datasets.lidc import HU_WINDOW, read_nodule_table
 from lunglesionai.datasets.lidc_crops import PAD_HU, AugmentationConfig, CropSet, build_crop_set, training_transforms
-from lunglesionai.evaluation.lidc_voi_protocol import (
+from lunglesionai.evaluation.metrics.classification import (
     confusion_matrix,
     expected_calibration_error,
     fit_logistic,
@@ -46,10 +54,17 @@ from lunglesionai.evaluation.lidc_voi_protocol import (
 from lunglesionai.nets.densesharp import DenseSharpConfig, DenseSharpNet, DenseSharpOutput
 from lunglesionai.stages.grading import (
     WEIGHTS_FILE,
+    NoduleGrader,
     predict_crops,
     save_grader,
     stacked_logit,
     stacking_features,
+)
+from lunglesionai.training.grader_attributes import (
+    AttributeLabels,
+    attribute_config,
+    attribute_head_losses,
+    attribute_val_metrics,
 )
 from lunglesionai.training.grader_calibration import calibrate_temperature, fit_malignancy_stacker
 
@@ -67,7 +82,8 @@ logger = logging.getLogger(__name__)
 RESULT_FILE = "train_result.json"
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the loss terms (mask, malignancy, rating, texture, invasiveness, auxiliary attributes)."""
+    """Weights of the loss terms (mask, malignancy, rating, texture, invasiveness, auxiliary attributes, LIDC
+    attribute heads: ordinal ratings and calcification pattern)."""
 
     mask: float = 1.0
     malignancy: float = 1.0
@@ -75,6 +91,8 @@ class LossWeights:
     texture: float = 0.5
     invasiveness: float = 0.5
     attributes: float = 0.5
+    ordinal_attributes: float = 0.5
+    calcification: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,10 @@ class GraderTrainingConfig:
         num_threads: torch CPU threads (1 is fastest when other work shares the cores).
         max_minutes: stop starting new epochs after this much wall time (the best epoch so far is kept).
         cache_dir: optional folder for the cropped-VOI cache (.npz; never commit it).
+        init_from: optional grader folder to fine-tune from (its network config must equal ``network`` apart
+            from ``lidc_attribute_heads``); its weights initialise every part it has, new heads start at the
+            training split's rating frequencies.
+        pretrained_lr_factor: learning-rate factor of the parts taken from ``init_from`` (0 freezes them).
         network, augmentation, loss_weights: see their classes.
 
     Raises:
@@ -123,7 +145,9 @@ class GraderTrainingConfig:
     num_threads: int = 1
     max_minutes: float = 55.0
     cache_dir: Optional[str] = None
-    network: DenseSharpConfig = field(default_factory=DenseSharpConfig)
+    init_from: Optional[str] = None
+    pretrained_lr_factor: float = 1.0
+    network: DenseSharpConfig = field(default_factory=lambda: DenseSharpConfig(lidc_attribute_heads=True))
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     loss_weights: LossWeights = field(default_factory=LossWeights)
 
@@ -137,6 +161,8 @@ class GraderTrainingConfig:
             )
         if self.spacing_mm <= 0 or self.cache_margin < 0 or self.max_minutes <= 0 or self.diameter_jitter < 0:
             raise ValueError(f"spacing_mm, max_minutes must be > 0, cache_margin, diameter_jitter >= 0: {self}")
+        if self.pretrained_lr_factor < 0:
+            raise ValueError(f"pretrained_lr_factor must be >= 0, got {self.pretrained_lr_factor}")
         if not 0 <= self.class_balance_beta < 1:
             raise ValueError(f"class_balance_beta must be in [0, 1), got {self.class_balance_beta}")
 
@@ -193,8 +219,10 @@ class GraderLoss(nn.Module):
 
     Returns (forward):
         (total loss, {term: float}) for a :class:`DenseSharpOutput` and a batch dict with "mask"
-        (B, 1, D, H, W) soft targets, "malignant", "rating" (0-4), "texture" (B,) int64 labels (-1 = none) and
-        "attributes" (B, A) float targets (NaN = none; mean squared error).
+        (B, 1, D, H, W) soft targets, "malignant", "rating" (0-4), "texture" (B,) int64 labels (-1 = none),
+        "attributes" (B, A) float targets (NaN = none; mean squared error) and, for a net with LIDC attribute
+        heads, "attribute_ratings" (B, 4) int64 1-5 ratings (0 = none; binary cross-entropy of every cut
+        "rating > k") and "calcification" (B,) int64 pattern index 0-5 (-1 = none; cross-entropy).
     """
 
     def __init__(self, texture_weights: torch.Tensor, weights: LossWeights = LossWeights()) -> None:
@@ -223,6 +251,7 @@ class GraderLoss(nn.Module):
         known = torch.isfinite(wanted)
         if out.attributes.shape[1] and known.any():
             terms["attributes"] = nn.functional.mse_loss(out.attributes[known], wanted[known])
+        terms.update(attribute_head_losses(out, batch))
         total = sum(getattr(self.weights, name) * value for name, value in terms.items())
         return total, {name: float(value.detach()) for name, value in terms.items()}
 
@@ -281,25 +310,23 @@ def train_grader(config: GraderTrainingConfig) -> TrainResult:
     )
     logger.info("train %d nodules, val %d nodules, crops %d^3 at %.2f mm", len(train.files), len(val.files),
                 config.crop_size, config.spacing_mm)
-    net = DenseSharpNet(config.network)
-    if config.network.diameter_input:
-        (slope,), intercept = _diameter_logistic(config.data_dir)
-        net.set_malignancy_diameter_prior(float(slope), intercept)
+    labels = {s: AttributeLabels.from_records(read_nodule_table(config.data_dir, s)) for s in ("train", "val")}
+    net, pretrained = _initial_network(config, labels["train"])
     counts = np.bincount(train.texture[train.texture >= 0], minlength=len(TEXTURE_CLASSES))
     loss_fn = GraderLoss(torch.as_tensor(class_balanced_weights(counts, config.class_balance_beta)),
                          config.loss_weights)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = _optimizer(net, pretrained, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: _lr_factor(e, config))
     transform = training_transforms(config.augmentation, config.crop_size, config.spacing_mm, config.hu_window)
     transform.set_random_state(seed=config.seed)
     rng = np.random.default_rng(config.seed)
     history, best = [], None
     for epoch in range(1, config.epochs + 1):
-        losses = _train_epoch(net, loss_fn, optimizer, train, transform, rng, config)
+        losses = _train_epoch(net, loss_fn, optimizer, train, transform, rng, config, labels["train"])
         schedule.step()
-        entry = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses}
+        entry = {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"], **losses}
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            metrics = _val_metrics(_predict(net, val, config), val)
+            metrics = _val_metrics(_predict(net, val, config), val, labels=labels["val"])
             entry.update(metrics)
             if best is None or metrics["selection_score"] > best[1]["selection_score"]:
                 best = (epoch, metrics, copy.deepcopy(net.state_dict()))
@@ -309,9 +336,50 @@ def train_grader(config: GraderTrainingConfig) -> TrainResult:
             logger.warning("stopping after epoch %d: max_minutes %.0f would be exceeded", epoch, config.max_minutes)
             break
     if best is None:  # stopped before any validation
-        best = (epoch, _val_metrics(_predict(net, val, config), val), copy.deepcopy(net.state_dict()))
+        best = (epoch, _val_metrics(_predict(net, val, config), val, labels=labels["val"]),
+                copy.deepcopy(net.state_dict()))
     net.load_state_dict(best[2])
-    return _finish(net, config, train, val, best[0], len(history), history, start)
+    return _finish(net, config, train, val, best[0], len(history), history, start, labels["val"])
+
+
+def _initial_network(config: GraderTrainingConfig, labels: "AttributeLabels") -> tuple[DenseSharpNet, set[str]]:
+    """The network to train and the names of its parameters loaded from ``config.init_from`` (empty without).
+
+    Raises:
+        ValueError: ``init_from``'s network differs from ``config.network`` other than in the attribute heads.
+    """
+    net = DenseSharpNet(config.network)
+    if config.network.lidc_attribute_heads:
+        exceed, patterns = labels.priors()
+        net.set_attribute_priors(torch.as_tensor(exceed), torch.as_tensor(patterns))
+    if config.init_from is None:
+        if config.network.diameter_input:
+            (slope,), intercept = _diameter_logistic(config.data_dir)
+            net.set_malignancy_diameter_prior(float(slope), intercept)
+        return net, set()
+    source = NoduleGrader.load(config.init_from)
+    theirs = {**source.net.config.to_dict(), "lidc_attribute_heads": config.network.lidc_attribute_heads}
+    if theirs != config.network.to_dict():
+        raise ValueError(f"{config.init_from}: its network {source.net.config} differs from {config.network}")
+    state = source.net.state_dict()
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or any(name in net.pretrained_parameter_names() for name in missing):
+        raise ValueError(f"{config.init_from}: weights do not fit (missing {missing}, unexpected {unexpected})")
+    logger.info("initialised from %s (sha256 %s); new parameters: %s", config.init_from, source.sha256[:12],
+                sorted({name.split(".")[0] for name in missing}))
+    return net, {name for name, _ in net.named_parameters() if name in state}
+
+
+def _optimizer(net: DenseSharpNet, pretrained: set[str], config: GraderTrainingConfig) -> torch.optim.Optimizer:
+    """AdamW with the learning rate × ``pretrained_lr_factor`` for ``pretrained`` (frozen when the factor is 0)."""
+    old = [p for name, p in net.named_parameters() if name in pretrained]
+    new = [p for name, p in net.named_parameters() if name not in pretrained]
+    groups = [{"params": new, "lr": config.learning_rate}]
+    if old and config.pretrained_lr_factor > 0:
+        groups.insert(0, {"params": old, "lr": config.learning_rate * config.pretrained_lr_factor})
+    for p in old:
+        p.requires_grad_(config.pretrained_lr_factor > 0)
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
 def _diameter_logistic(data_dir: str) -> tuple[np.ndarray, float]:
@@ -335,8 +403,10 @@ def _lr_factor(epoch: int, config: GraderTrainingConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _train_epoch(net, loss_fn, optimizer, crops: CropSet, transform, rng, config) -> dict[str, float]:
-    net.train()
+def _train_epoch(net, loss_fn, optimizer, crops: CropSet, transform, rng, config,
+                 labels: Optional[AttributeLabels] = None) -> dict[str, float]:
+    frozen = config.init_from is not None and config.pretrained_lr_factor == 0
+    net.train(not frozen)  # frozen old parts: BatchNorm statistics and dropout stay as trained
     order = rng.permutation(len(crops.files))
     sums: dict[str, float] = {}
     n_batches = 0
@@ -344,7 +414,7 @@ def _train_epoch(net, loss_fn, optimizer, crops: CropSet, transform, rng, config
         idx = order[first : first + config.batch_size]
         if len(idx) < 2:  # BatchNorm needs more than one sample
             continue
-        batch = _augmented_batch(crops, idx, transform)
+        batch = _augmented_batch(crops, idx, transform, labels)
         jitter = np.exp(rng.normal(0.0, config.diameter_jitter, len(idx))) if config.diameter_jitter else 1.0
         diameters = torch.as_tensor(crops.diameter_mm[idx] * jitter, dtype=torch.float32)
         total, terms = loss_fn(net(batch["image"], diameters), batch)
@@ -357,7 +427,8 @@ def _train_epoch(net, loss_fn, optimizer, crops: CropSet, transform, rng, config
     return {f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()}
 
 
-def _augmented_batch(crops: CropSet, idx: np.ndarray, transform) -> dict[str, torch.Tensor]:
+def _augmented_batch(crops: CropSet, idx: np.ndarray, transform,
+                     labels: Optional[AttributeLabels] = None) -> dict[str, torch.Tensor]:
     samples = [
         transform({"image": crops.images[i][None].astype(np.float32), "mask": crops.masks[i][None].astype(np.float32)})
         for i in idx
@@ -369,6 +440,8 @@ def _augmented_batch(crops: CropSet, idx: np.ndarray, transform) -> dict[str, to
         "rating": torch.as_tensor(crops.rating[idx]),
         "texture": torch.as_tensor(crops.texture[idx]),
         "attributes": torch.as_tensor(crops.attributes[idx]),
+        **({} if labels is None else {"attribute_ratings": torch.as_tensor(labels.ratings[idx]),
+                                      "calcification": torch.as_tensor(labels.calcification[idx])}),
     }
 
 
@@ -388,12 +461,16 @@ def _predict(net: DenseSharpNet, crops: CropSet, config: GraderTrainingConfig) -
             ("rating", torch.softmax(out.rating_logits, 1)),
             ("texture", torch.softmax(out.texture_logits, 1)),
             ("invasiveness", torch.softmax(out.invasiveness_logits, 1)),
+            ("attribute_exceed", None if out.attribute_cut_logits is None else torch.sigmoid(out.attribute_cut_logits)),
+            ("calcification", None if out.calcification_logits is None else torch.softmax(out.calcification_logits, 1)),
         ):
-            parts.setdefault(name, []).append(value.numpy())
+            if value is not None:
+                parts.setdefault(name, []).append(value.numpy())
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def _val_metrics(pred: dict[str, np.ndarray], crops: CropSet, temperature: float = 1.0) -> dict[str, Any]:
+def _val_metrics(pred: dict[str, np.ndarray], crops: CropSet, temperature: float = 1.0,
+                 labels: Optional[AttributeLabels] = None) -> dict[str, Any]:
     m = (crops.images.shape[1] - pred["mask"].shape[1]) // 2
     s = pred["mask"].shape[1]
     truth = crops.masks[:, m : m + s, m : m + s, m : m + s] > 0.5
@@ -411,7 +488,11 @@ def _val_metrics(pred: dict[str, np.ndarray], crops: CropSet, temperature: float
     for head in ("texture", "invasiveness"):
         matrix = confusion_matrix(crops.texture[labelled], pred[head][labelled].argmax(1), len(TEXTURE_CLASSES))
         metrics[f"{head}_macro_f1"] = macro_f1(matrix)
-    scores = [metrics[k] for k in ("dice_iso_mean", "malignancy_auc", "texture_macro_f1", "invasiveness_macro_f1")]
+    selected = ["dice_iso_mean", "malignancy_auc", "texture_macro_f1", "invasiveness_macro_f1"]
+    if labels is not None and "attribute_exceed" in pred:
+        metrics.update(attribute_val_metrics(pred, labels))
+        selected.append("attribute_kappa_mean")
+    scores = [metrics[k] for k in selected]
     metrics["selection_score"] = float(np.mean([v for v in scores if v is not None]))
     return metrics
 
@@ -421,7 +502,7 @@ def _format_entry(entry: dict[str, Any]) -> str:
 
 
 def _finish(net, config, train: CropSet, val: CropSet, best_epoch: int, epochs_run: int, history,
-            start: float) -> TrainResult:
+            start: float, val_labels: Optional[AttributeLabels] = None) -> TrainResult:
     """Stack (fit on train), calibrate (on val, kept only when it lowers the ECE), save weights + config."""
     train_pred, val_pred = (_predict_mirrored(net, crops, config) for crops in (train, val))
     known = train.malignant >= 0
@@ -430,7 +511,7 @@ def _finish(net, config, train: CropSet, val: CropSet, best_epoch: int, epochs_r
     )
     val_pred["malignancy_logit"] = stacked_logit(stacker, stacking_features(val_pred, val.diameter_mm))
     calibration = calibrate_temperature(val_pred["malignancy_logit"], val.malignant)
-    metrics = _val_metrics(val_pred, val, calibration["temperature"])
+    metrics = _val_metrics(val_pred, val, calibration["temperature"], labels=val_labels)
     (a,), b = _diameter_logistic(config.data_dir)
     preprocessing = {
         "spacing_mm": config.spacing_mm,
@@ -446,6 +527,7 @@ def _finish(net, config, train: CropSet, val: CropSet, best_epoch: int, epochs_r
         "diameter_baseline": {"a": float(a), "b": b, "feature": "log(diameter_mm)", "fit_on": "train"},
         "best_epoch": best_epoch,
         "training": config.to_dict(),
+        **attribute_config(net, config.init_from, config.pretrained_lr_factor),
     })
     result = TrainResult(out_dir, sha, best_epoch, epochs_run, metrics, calibration["temperature"],
                          calibration["val_ece_before"], calibration["val_ece_after"], time.monotonic() - start,
