@@ -140,6 +140,8 @@ def test_demo_prints_sensitivity(tmp_path, capsys):
     assert f"wrote {out} ({', '.join(names)})" in text  # the summary lists what is really there
     truth = json.loads((out / "ground_truth.json").read_text())
     assert truth and {"id", "center_lps_mm", "diameter_mm", "texture", "attachment"} <= set(truth[0])
+    exam = json.loads((out / "report.json").read_text())["exam"]  # the demo's report is read too: all assumed
+    assert exam["indication"] == "screening" and {"age", "sex", "family_history"} <= set(exam["assumed"])
 
 
 def test_bench_json(tmp_path, capsys):

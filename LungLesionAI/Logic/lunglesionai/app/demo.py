@@ -94,6 +94,10 @@ def run_phantom_demo(
     with bar:
         report = analyze_volume(phantom.volume, progress=update)
     seconds = time.perf_counter() - t0
+    from lunglesionai.clinical.patient import PatientInfo
+    from lunglesionai.clinical.read import apply_clinical_read
+
+    report = apply_clinical_read(report, PatientInfo(), "screening")  # a phantom has no patient: every value assumed
     truth = phantom.truth_table()
     extra = {
         "phantom_ct.nrrd": lambda path: save_volume(phantom.volume, path),
