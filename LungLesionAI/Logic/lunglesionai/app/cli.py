@@ -64,7 +64,10 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     _check_device(args.device)
     patient = patient_from_arguments(args)
-    out = check_output_folder(args.output, overwrite=args.overwrite, inputs=[args.input])
+    out = check_output_folder(args.output, overwrite=args.overwrite, inputs=[args.input, *filter(None, [args.prior])])
+    from lunglesionai.app.followup_command import compare_to_prior, resolve_prior
+
+    prior = resolve_prior(args)  # refuses a bad --prior or a missing interval before the analysis
     from lunglesionai.io.ct_files import load_volume
 
     volume = load_volume(args.input, series_uid=args.series_uid, max_memory_gb=args.max_memory_gb)
@@ -83,7 +86,10 @@ def run_analyze(args: argparse.Namespace) -> int:
             args.input, series_uid=args.series_uid, include_identifiers=args.include_identifiers))
     from lunglesionai.clinical.read import apply_clinical_read
 
-    report = apply_clinical_read(report, patient, args.indication)
+    follow_up = None
+    if prior is not None:
+        report, follow_up = compare_to_prior(prior, volume, report, config)
+    report = apply_clinical_read(report, patient, args.indication, follow_up=follow_up)
     paths = write_outputs(report, out, overwrite=args.overwrite, volume=volume,
                           extra_files={RUN_LOG_NAME: _RUN_LOG.write})
     _print_findings(report)
@@ -226,6 +232,9 @@ def _add_analyze_parser(sub) -> None:
                    help="write the patient's name and ID (DICOM input) into report.json and report.html; by "
                    "default they are left out")
     add_clinical_arguments(p)
+    from lunglesionai.app.followup_command import add_prior_arguments
+
+    add_prior_arguments(p)
     add_progress_arguments(p)
     p.set_defaults(func=run_analyze)
 
@@ -250,6 +259,9 @@ def _fill_evaluate_parser(p: argparse.ArgumentParser) -> None:
     add_evaluate_false_positives_parser(evaluate)
     add_evaluate_lidc_parser(evaluate)
     add_evaluate_uld_parser(evaluate)
+    from lunglesionai.app.followup_command import add_evaluate_followup_parser
+
+    add_evaluate_followup_parser(evaluate)
 
 
 def _fill_train_parser(p: argparse.ArgumentParser) -> None:

@@ -157,6 +157,10 @@ class Finding:
         lung_rads: Lung-RADS v2022 category ("1", "2", "3", "4A", "4B", "4X"); ``lung_rads_reason`` the table row
             that applied; ``brock_risk`` the Brock/PanCan malignancy risk in [0, 1] (McWilliams et al., NEJM 2013).
             These three are decision support set by ``lunglesionai.clinical.read.apply_clinical_read``.
+        followup: the comparison with a prior scan (``None`` without one), set by
+            :func:`lunglesionai.clinical.followup.with_followup`: ``{"status": "new"|"stable"|"growing"|"shrinking",
+            "prior_id", "prior_mean_diameter_mm", "volume_change_pct", "vdt_days", ...}`` (``vdt_days`` null unless
+            growing; see that module for the rules and their sources).
         status: review state: "proposed", "accepted" or "rejected".
         extra: further per-finding fields written to report.json as they are.
         mask: voxel mask on the analysed grid (not written to report.json; it goes to the .seg.nrrd).
@@ -186,6 +190,7 @@ class Finding:
     lung_rads: Optional[str] = None
     lung_rads_reason: Optional[str] = None
     brock_risk: Optional[float] = None
+    followup: Optional[dict[str, Any]] = None
     status: str = "proposed"
     extra: dict[str, Any] = field(default_factory=dict)
     mask: Optional[FindingMask] = field(default=None, repr=False, compare=False)
