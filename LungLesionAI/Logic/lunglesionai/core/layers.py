@@ -22,7 +22,7 @@ level room         holds
                    grading, universal lesions, scan coverage; PET uptake to come)
 3     pipeline     composes the stages (PipelineConfig, analyze_volume)
 3     datagen      composites and synthetic lesions for training and validation
-4     clinical     guideline rules (Lung-RADS, Fleischner, Brock), the clinical read; prior/current comparison to come
+4     clinical     guideline rules (Lung-RADS, Fleischner, Brock), the clinical read, prior/current comparison
 5     mrml         the only room that imports ``slicer``: scene building and review actions
 5     evaluation   metrics (numpy only) and one protocol per benchmark (LUNA16, LIDC VOIs, DeepLesion, phantom)
 6     training     trainers and grader calibration; inference never imports it
