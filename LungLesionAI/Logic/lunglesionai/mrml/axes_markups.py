@@ -3,10 +3,10 @@
 :func:`axial_axis_endpoints_lps` finds, from a finding's mask, the two diameters the guidelines measure (Fleischner
 Society: Bankier et al., Radiology 285(2):584-600, 2017, doi:10.1148/radiol.2017162894; RECIST 1.1): on the axial
 slice where the nodule is largest, the long axis joins the two boundary-contour points farthest apart, and the
-short axis is the longest chord of the contour perpendicular to it. The rule is the one
-:func:`lunglesionai.stages.measurements.axial_axes_mm` measures lengths with (contour at the 0.5 level of the
-slice, :func:`skimage.measure.find_contours`); here it also gives the chords' end points, so the lines lie where
-the lengths were measured (their lengths agree to within the chord sampling step, well under a voxel).
+short axis is the longest chord of the contour perpendicular to it. The end points come from
+:func:`lunglesionai.stages.measurements.slice_axes_endpoints`, the same function
+:func:`lunglesionai.stages.measurements.axial_axes_mm` measures the lengths with, so the lines lie exactly where the
+lengths were measured.
 
 :func:`add_axis_lines` adds two ``vtkMRMLMarkupsLineNode`` per nodule or mass with a mask (2 control points each,
 RAS mm in MRML), tagged with the finding id and the axis; :func:`axis_lines_lps` reads them back (LPS mm), so a
@@ -22,11 +22,11 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from skimage.measure import find_contours
 
 from lunglesionai.core.findings import LUNG_FINDING_KINDS, Finding, FindingMask, InputInfo
 from lunglesionai.core.segments import FINDING_ID_TAG, lps_to_ras, ras_to_lps
 from lunglesionai.core.volume import Volume
+from lunglesionai.stages.measurements import slice_axes_endpoints
 
 __all__ = [
     "AXES",
@@ -45,8 +45,6 @@ AXES = ("long", "short")
 AXIS_TAG = "LungLesionAI.Axis"
 #: ``Finding.extra`` key of reader-edited axes: {"long": [[x, y, z], [x, y, z]], "short": [...]}, LPS mm.
 EDITED_AXES_KEY = "axis_lines_lps_mm"
-#: Positions along the long axis at which the perpendicular chord is measured.
-_CHORD_STEPS = 400
 #: Line colours (RGB 0-1): long axis yellow, short axis cyan.
 _AXIS_COLORS = {"long": (1.0, 0.85, 0.1), "short": (0.1, 0.85, 1.0)}
 
@@ -82,39 +80,12 @@ def axial_axis_endpoints_lps(mask: FindingMask, info: InputInfo) -> Optional[dic
     voxels = np.asarray(lps_crop.hu, dtype=bool)
     k = int(np.argmax(voxels.sum(axis=(1, 2))))
     spacing_yx = np.array([lps_crop.spacing_mm[1], lps_crop.spacing_mm[0]])
-    long_yx, short_yx = _slice_axes_mm(voxels[k], spacing_yx)
+    long_yx, short_yx = slice_axes_endpoints(voxels[k], spacing_yx)
     ends = {}
     for name, points_mm in (("long", long_yx), ("short", short_yx)):
         ji = points_mm / spacing_yx
         ends[name] = lps_crop.kji_to_lps(np.column_stack([np.full(2, k, float), ji]))
     return ends
-
-
-def _slice_axes_mm(section: np.ndarray, spacing_yx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(2, 2) end points (y, x) mm of the long axis and of the longest perpendicular chord of one slice."""
-    contours = [c - 1.0 for c in find_contours(np.pad(section.astype(np.float64), 1), 0.5)]
-    polygons = [c * spacing_yx for c in contours]
-    points = np.vstack(polygons)
-    dist = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
-    a, b = np.unravel_index(np.argmax(dist), dist.shape)
-    long_ends = points[[a, b]]
-    if dist[a, b] == 0:
-        return long_ends, long_ends.copy()
-    u = (points[b] - points[a]) / dist[a, b]
-    v = np.array([-u[1], u[0]])
-    edges = np.vstack([np.stack([p[:-1], p[1:]], axis=1) for p in polygons])  # (E, 2 ends, 2 coords)
-    eu, ev = edges @ u, edges @ v
-    ts = np.linspace(eu.min(), eu.max(), _CHORD_STEPS)[1:-1]
-    lo, hi = eu.min(axis=1), eu.max(axis=1)
-    crosses = (lo[None, :] <= ts[:, None]) & (ts[:, None] <= hi[None, :]) & (hi > lo)[None, :]
-    frac = (ts[:, None] - eu[None, :, 0]) / np.where(hi > lo, eu[:, 1] - eu[:, 0], 1.0)[None, :]
-    at = ev[None, :, 0] + frac * (ev[:, 1] - ev[:, 0])[None, :]
-    top = np.where(crosses, at, -np.inf).max(axis=1)
-    bottom = np.where(crosses, at, np.inf).min(axis=1)
-    width = np.where(np.isfinite(top) & np.isfinite(bottom), top - bottom, 0.0)
-    n = int(np.argmax(width))
-    short_ends = np.array([ts[n] * u + bottom[n] * v, ts[n] * u + top[n] * v])
-    return long_ends, short_ends
 
 
 def finding_axis_endpoints_lps(finding: Finding, info: InputInfo) -> Optional[dict[str, np.ndarray]]:

@@ -50,6 +50,7 @@ __all__ = [
     "NoduleMeasurements",
     "SolidComponent",
     "axial_axes_mm",
+    "slice_axes_endpoints",
     "classify_texture",
     "mean_diameter_mm",
     "measure_mask",
@@ -359,36 +360,45 @@ def axial_axes_mm(mask: np.ndarray, spacing_xy_mm: tuple[float, float]) -> tuple
     if mask.ndim != 3 or not mask.any():
         raise ValueError(f"axial_axes_mm needs a non-empty 3-D mask, got shape {mask.shape}")
     k = int(np.argmax(mask.sum(axis=(1, 2))))
-    padded = np.pad(mask[k].astype(np.float64), 1)
-    contours = [c - 1.0 for c in find_contours(padded, 0.5)]
-    scale = np.array([spacing_xy_mm[1], spacing_xy_mm[0]])  # contour points are (row = j -> y, col = i -> x)
-    polygons = [c * scale for c in contours]
+    long_ends, short_ends = slice_axes_endpoints(mask[k], (spacing_xy_mm[1], spacing_xy_mm[0]))
+    return (float(np.linalg.norm(long_ends[1] - long_ends[0])), float(np.linalg.norm(short_ends[1] - short_ends[0])))
+
+
+def slice_axes_endpoints(section: np.ndarray, spacing_yx_mm: tuple[float, float],
+                         n_steps: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """End points of the long axis and of the longest chord perpendicular to it, on one axial slice.
+
+    Args:
+        section: (Y, X) boolean slice of a mask, not empty.
+        spacing_yx_mm: its pixel size (y = row, x = column) in mm.
+        n_steps: lines perpendicular to the long axis tried for the short axis.
+
+    Returns:
+        ``(long_ends, short_ends)``, each (2, 2) points (y, x) in mm from the slice's pixel (0, 0) centre: the long
+        axis joins the two farthest points of the boundary contour (marching squares at 0.5), the short axis is the
+        longest chord of the contour perpendicular to it (identical points when the slice is a single pixel).
+    """
+    contours = [c - 1.0 for c in find_contours(np.pad(np.asarray(section, np.float64), 1), 0.5)]
+    polygons = [c * np.asarray(spacing_yx_mm, float) for c in contours]  # contour points are (row, col) = (y, x)
     points = np.vstack(polygons)
-    diff = points[:, None, :] - points[None, :, :]
-    dist = np.sqrt((diff**2).sum(axis=-1))
+    dist = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)
     a, b = np.unravel_index(np.argmax(dist), dist.shape)
-    long_axis = float(dist[a, b])
-    if long_axis == 0:
-        return 0.0, 0.0
-    u = (points[b] - points[a]) / long_axis
-    return long_axis, _longest_perpendicular_chord(polygons, u)
-
-
-def _longest_perpendicular_chord(polygons: list[np.ndarray], u: np.ndarray, n_steps: int = 400) -> float:
-    """Largest extent along v ⟂ u of the contour(s) on lines perpendicular to ``u`` (closed polygons)."""
+    long_ends = points[[a, b]]
+    if dist[a, b] == 0:
+        return long_ends, long_ends.copy()
+    u = (points[b] - points[a]) / dist[a, b]
     v = np.array([-u[1], u[0]])
-    edges_u, edges_v = [], []
-    for poly in polygons:
-        pu, pv = poly @ u, poly @ v
-        edges_u.append(np.stack([pu[:-1], pu[1:]], axis=1))
-        edges_v.append(np.stack([pv[:-1], pv[1:]], axis=1))
-    eu, ev = np.vstack(edges_u), np.vstack(edges_v)
+    edges = np.vstack([np.stack([p[:-1], p[1:]], axis=1) for p in polygons])  # (E, 2 ends, 2 coords)
+    eu, ev = edges @ u, edges @ v
     ts = np.linspace(eu.min(), eu.max(), n_steps)[1:-1]
-    lo, hi = np.minimum(eu[:, 0], eu[:, 1]), np.maximum(eu[:, 0], eu[:, 1])
+    lo, hi = eu.min(axis=1), eu.max(axis=1)
     crosses = (lo[None, :] <= ts[:, None]) & (ts[:, None] <= hi[None, :]) & (hi > lo)[None, :]
     frac = (ts[:, None] - eu[None, :, 0]) / np.where(hi > lo, eu[:, 1] - eu[:, 0], 1.0)[None, :]
     at = ev[None, :, 0] + frac * (ev[:, 1] - ev[:, 0])[None, :]
     top = np.where(crosses, at, -np.inf).max(axis=1)
     bottom = np.where(crosses, at, np.inf).min(axis=1)
     width = np.where(np.isfinite(top) & np.isfinite(bottom), top - bottom, 0.0)
-    return float(width.max()) if width.size else 0.0
+    if not width.size or width.max() <= 0:
+        return long_ends, np.repeat(long_ends[:1], 2, axis=0)
+    n = int(np.argmax(width))
+    return long_ends, np.array([ts[n] * u + bottom[n] * v, ts[n] * u + top[n] * v])
