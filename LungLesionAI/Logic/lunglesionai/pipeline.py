@@ -229,9 +229,14 @@ def analyze_volume(
             stages["grading"] += f"; {MASS_NOT_GRADED}"
     if config.masses:
         stages["segmentation"] += f"; {MASS_METHOD}"
+    guideline_start = time.perf_counter()  # after grading (final masks); timed as part of the measurement stage
     findings = with_location(lps_volume, lung_mask,
                              [with_guideline_measurements(lps_volume, f) for f in masses + findings])
     stages["measurement"] += f"; {GUIDELINE_MEASUREMENTS}"
+    exam = {"emphysema_index_pct": emphysema_index_pct(lps_volume, lung_mask),
+            "nodule_count": sum(f.kind == "nodule" for f in findings),
+            "lungs_fully_covered": lungs_fully_covered(lps_volume, lung_mask)}
+    tracker.timings_s["measurement"] = tracker.timings_s.get("measurement", 0.0) + time.perf_counter() - guideline_start
     lesions: list[Finding] = []
     if config.uld:
         with tracker("uld"):
@@ -250,9 +255,7 @@ def analyze_volume(
         version=__version__,
         models=models,
         warnings=warnings,
-        exam={"emphysema_index_pct": emphysema_index_pct(lps_volume, lung_mask),
-              "nodule_count": sum(f.kind == "nodule" for f in findings),
-              "lungs_fully_covered": lungs_fully_covered(lps_volume, lung_mask)},
+        exam=exam,
     )
 
 

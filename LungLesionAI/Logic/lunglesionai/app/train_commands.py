@@ -127,7 +127,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
         uids = read_seriesuids(args.luna16_seriesuids) if args.luna16_seriesuids else None
         cases += luna16_cases(args.luna16_images, args.luna16_annotations, config.network.spacing_mm, uids)
     logger.info("%d training composites in %.0f s", len(cases), time.monotonic() - start)
-    result = train_detector(cases, args.out, config)
+    result = train_detector(cases, args.out, config, hosts=dict(args.host) if args.host else None)
     summary = {"out": str(result.out_dir), "sha256": result.sha256, "train_seconds": round(result.seconds, 1),
                "data_seconds": round(time.monotonic() - start - result.seconds, 1), "final_loss": result.final_loss,
                "cases": result.n_cases, "boxes": result.n_boxes}

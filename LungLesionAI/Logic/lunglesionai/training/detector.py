@@ -287,8 +287,11 @@ class DetectorTrainResult:
 
 
 def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config: DetectorTrainConfig,
-                   progress_every: int = 50) -> DetectorTrainResult:
+                   progress_every: int = 50, hosts: Optional[dict[str, str]] = None) -> DetectorTrainResult:
     """Train the detector on ``cases`` and write ``detector.pt`` + ``config.json`` (with the training config).
+
+    ``hosts`` (name → path of the host CTs of :mod:`lunglesionai.training.detector_hosts`, when the cases came from
+    there) is recorded in ``config.json`` with the data description.
 
     Reproducible: seeds torch, numpy and MONAI's transforms from ``config.seed`` (same CPU and thread count →
     same weights).
@@ -339,9 +342,9 @@ def train_detector(cases: list[TrainingCase], out_dir: str | os.PathLike, config
             logger.info("step %d/%d loss %.4f (%s) %.0f s", step + 1, config.steps, np.mean(losses[-progress_every:]),
                         ", ".join(f"{k} {float(v.detach()):.4f}" for k, v in terms.items()), time.monotonic() - start)
         if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-            _save_detector(out_dir, detector, config, step + 1, time.monotonic() - start, init_sha256)
+            _save_detector(out_dir, detector, config, step + 1, time.monotonic() - start, init_sha256, hosts)
     seconds = time.monotonic() - start
-    sha = _save_detector(out_dir, detector, config, config.steps, seconds, init_sha256)
+    sha = _save_detector(out_dir, detector, config, config.steps, seconds, init_sha256, hosts)
     return DetectorTrainResult(Path(out_dir), sha, seconds, float(np.mean(losses[-100:])), len(cases),
                                int(sum(len(c.boxes) for c in cases)))
 
@@ -373,16 +376,24 @@ def initial_weights(folder: str | os.PathLike, network: DetectorConfig) -> tuple
 
 
 def _save_detector(out_dir, detector, config: DetectorTrainConfig, steps_done: int, seconds: float,
-                   init_sha256: Optional[str] = None) -> str:
+                   init_sha256: Optional[str] = None, hosts: Optional[dict[str, str]] = None) -> str:
     training = asdict(config)
     training["network"] = config.network.to_dict()
     training["steps_done"] = steps_done
     if init_sha256 is not None:
         training["init_sha256"] = init_sha256
+    data = []
+    if config.n_real or config.n_phantom:
+        data.append("composites: LIDC-IDRI train-split nodules pasted into the real chest CT and phantom lungs")
+    if hosts:
+        data.append("host composites: LIDC-IDRI train-split nodules pasted into each host CT at its own grid, "
+                    "scanner-augmented (lunglesionai.training.detector_hosts)")
+    extra = {"hosts": dict(hosts)} if hosts else {}
     return save_model(out_dir, detector.network.state_dict(), WEIGHTS_FILE, {
         "format": DETECTOR_FORMAT,
         "network": config.network.to_dict(),
         "training": training,
         "train_seconds": round(seconds, 1),
-        "data": "composites: LIDC-IDRI train-split nodules pasted into the real chest CT and phantom lungs",
+        "data": "; ".join(data) or "LUNA16-style scans",
+        **extra,
     })
