@@ -53,14 +53,15 @@ FINDINGS_CSV_COLUMNS = (
     "id", "kind", "status", "lung_rads", "brock_risk", "mean_diameter_mm", "long_axis_mm", "short_axis_mm",
     "solid_component_mean_diameter_mm", "volume_mm3", "texture", "calcified", "attachment", "side", "lobe", "zone",
     "slice", "center_x_lps_mm", "center_y_lps_mm", "center_z_lps_mm", "malignancy_probability", "detection_score",
-    "mask_source",
+    "mask_source", "followup_status", "prior_id", "volume_change_pct", "vdt_days",
 )
-"""Columns of ``findings.csv``, in order."""
+"""Columns of ``findings.csv``, in order (the ``followup_*``, ``prior_id``, ``volume_change_pct`` and ``vdt_days``
+columns are filled with a prior scan: ``Finding.followup``)."""
 
 DECIMALS = {
     "brock_risk": 4, "mean_diameter_mm": 1, "long_axis_mm": 1, "short_axis_mm": 1,
     "solid_component_mean_diameter_mm": 1, "volume_mm3": 1, "center_x_lps_mm": 2, "center_y_lps_mm": 2,
-    "center_z_lps_mm": 2, "malignancy_probability": 4, "detection_score": 4,
+    "center_z_lps_mm": 2, "malignancy_probability": 4, "detection_score": 4, "volume_change_pct": 1, "vdt_days": 0,
 }
 """Decimal places of each numeric column (lengths to 0.1 mm, as Lung-RADS v2022 reports the mean diameter)."""
 
@@ -164,6 +165,8 @@ def finding_row(finding: Finding, info: InputInfo) -> dict[str, str]:
         "side": side, "lobe": lobe, "zone": zone, "slice": "" if slice_number is None else str(slice_number),
         "mask_source": str(finding.extra.get("mask_source") or ""),
     }
+    followup = finding.followup or {}
+    values.update(followup_status=str(followup.get("status") or ""), prior_id=str(followup.get("prior_id") or ""))
     numbers = {
         "brock_risk": finding.brock_risk, "mean_diameter_mm": finding.mean_diameter_mm,
         "long_axis_mm": finding.long_axis_mm, "short_axis_mm": finding.short_axis_mm,
@@ -171,6 +174,7 @@ def finding_row(finding: Finding, info: InputInfo) -> dict[str, str]:
         "volume_mm3": finding.volume_mm3, "center_x_lps_mm": finding.center_lps_mm[0],
         "center_y_lps_mm": finding.center_lps_mm[1], "center_z_lps_mm": finding.center_lps_mm[2],
         "malignancy_probability": finding.malignancy_probability, "detection_score": finding.detection_score,
+        "volume_change_pct": followup.get("volume_change_pct"), "vdt_days": followup.get("vdt_days"),
     }
     values.update({name: fixed(value, DECIMALS[name]) for name, value in numbers.items()})
     return {column: values[column] for column in FINDINGS_CSV_COLUMNS}
