@@ -112,7 +112,7 @@ def test_fixed_rounds_half_up(value, decimals, expected):
 
 
 def test_fixed_agrees_with_the_clinical_rounding():
-    from lunglesionai.clinical.rounding import round_half_up
+    from lunglesionai.core.rounding import round_half_up
 
     for value in (5.95, 5.949999, 7.05, 3.45, 14.95, 29.95, 0.05):
         assert float(table.fixed(value, 1)) == round_half_up(value, 1), value

@@ -6,7 +6,6 @@ One module per rule, each with its source cited and a test per row of its source
 * :mod:`~lunglesionai.clinical.fleischner`: Fleischner Society 2017 recommendations (incidental nodules);
 * :mod:`~lunglesionai.clinical.brock`: Brock/PanCan probability of cancer (McWilliams et al., NEJM 2013);
 * :mod:`~lunglesionai.clinical.patient`: the patient facts they need, with their origin and defaults;
-* :mod:`~lunglesionai.clinical.rounding`: half-up rounding of sizes as the guidelines read them;
 * :mod:`~lunglesionai.clinical.read`: :func:`apply_clinical_read`, all of it on one report.
 
 The results are decision support computed from automatic measurements, not a diagnosis.
@@ -17,7 +16,7 @@ from lunglesionai.clinical.fleischner import fleischner_read, table_recommendati
 from lunglesionai.clinical.lung_rads import MANAGEMENT, NoduleFacts, categorize, exam_category
 from lunglesionai.clinical.patient import PatientInfo, resolve_patient
 from lunglesionai.clinical.read import apply_clinical_read
-from lunglesionai.clinical.rounding import round_half_up
+from lunglesionai.core.rounding import round_half_up
 
 __all__ = [
     "MANAGEMENT",

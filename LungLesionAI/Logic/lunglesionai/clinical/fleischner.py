@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from lunglesionai.clinical.rounding import round_half_up
+from lunglesionai.core.rounding import round_half_up
 
 __all__ = [
     "BROCK_LOW_RISK_BELOW",

@@ -6,7 +6,7 @@ attachment, and its follow-up status against a prior scan); :func:`categorize` r
 when the lungs are not fully covered by the scan); :data:`MANAGEMENT` the management of each category.
 
 Sizes. The mean diameter is the mean of the long and short axis, rounded to 0.1 mm before it is compared with a
-threshold (:func:`lunglesionai.clinical.rounding.round_half_up`): 5.96 mm is 6.0 mm. Volumes are not used.
+threshold (:func:`lunglesionai.core.rounding.round_half_up`): 5.96 mm is 6.0 mm. Volumes are not used.
 
 Growth (v2022): an increase of the mean diameter by more than :data:`GROWTH_MM` = 1.5 mm within
 :data:`GROWTH_WINDOW_MONTHS` = 12 months (:func:`follow_up_status`). Growth over longer intervals is "slow
@@ -59,7 +59,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from lunglesionai.clinical.rounding import round_half_up
+from lunglesionai.core.rounding import round_half_up
 
 __all__ = [
     "ATTACHMENTS",

@@ -2,8 +2,7 @@
 
 The columns are :data:`FINDINGS_CSV_COLUMNS`. Numbers are written with fixed decimals (:data:`DECIMALS`), rounded
 half up on the decimal value (the rule a reader with a ruler uses and Lung-RADS v2022 applies to the mean diameter:
-5.95 mm is 6.0 mm; the same rule as ``lunglesionai.clinical.rounding.round_half_up``, which io, a lower layer, may
-not import); an empty cell means "not computed" (None in report.json). Lengths are mm, volumes mm³, coordinates
+5.95 mm is 6.0 mm; the rule of :mod:`lunglesionai.core.rounding`, which the guideline rules use too); an empty cell means "not computed" (None in report.json). Lengths are mm, volumes mm³, coordinates
 LPS mm (DICOM patient coordinates), probabilities and the Brock risk in [0, 1].
 
 ``slice`` is the 1-based index of the finding's centre along the input grid's axis closest to the body's long
@@ -23,7 +22,6 @@ import csv
 import io
 import math
 import os
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -31,6 +29,7 @@ import numpy as np
 
 from lunglesionai.core.findings import Finding, InputInfo, Report
 from lunglesionai.core.output_folder import write_file_atomic
+from lunglesionai.core.rounding import decimal_half_up
 from lunglesionai.core.volume import ijk_to_lps_matrix
 
 __all__ = [
@@ -85,12 +84,7 @@ def fixed(value: Optional[float], decimals: int) -> str:
     """
     if value is None:
         return ""
-    if decimals < 0:
-        raise ValueError(f"decimals must be 0 or more, got {decimals}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"cannot write a non-finite number: {value!r}")
-    rounded = Decimal(repr(number)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    rounded = decimal_half_up(value, decimals)
     return f"{rounded:.{decimals}f}"
 
 

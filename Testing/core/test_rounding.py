@@ -1,10 +1,10 @@
-"""Tests of lunglesionai.clinical.rounding: half-up rounding of sizes on their decimal value."""
+"""Tests of lunglesionai.core.rounding: half-up rounding of sizes on their decimal value."""
 
 import math
 
 import pytest
 
-from lunglesionai.clinical.rounding import round_half_up
+from lunglesionai.core.rounding import round_half_up
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from decimal import ROUND_HALF_UP, Decimal
 
-__all__ = ["round_half_up"]
+__all__ = ["decimal_half_up", "round_half_up"]
 
 
 def round_half_up(value: float, decimals: int = 0) -> float:
@@ -37,9 +37,20 @@ def round_half_up(value: float, decimals: int = 0) -> float:
         >>> round_half_up(5.95, 1), round_half_up(6.5), round_half_up(5.49)
         (6.0, 7.0, 5.0)
     """
-    if not math.isfinite(value):
-        raise ValueError(f"cannot round a non-finite size: {value!r}")
+    return float(decimal_half_up(value, decimals))
+
+
+def decimal_half_up(value: float, decimals: int = 0) -> Decimal:
+    """``value`` rounded half up to ``decimals`` places on its shortest decimal representation, as a
+    :class:`decimal.Decimal` that keeps its trailing zeros (``f"{decimal_half_up(5.95, 1):.1f}" == "6.0"``): the one
+    rounding rule behind :func:`round_half_up` and the fixed-decimal text of ``findings.csv`` and report.html.
+
+    Raises:
+        ValueError: ``value`` is not finite, or ``decimals`` is negative.
+    """
     if decimals < 0:
         raise ValueError(f"decimals must be 0 or more, got {decimals}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"cannot round a non-finite number: {value!r}")
     quantum = Decimal(1).scaleb(-decimals)
-    return float(Decimal(repr(float(value))).quantize(quantum, rounding=ROUND_HALF_UP))
+    return Decimal(repr(float(value))).quantize(quantum, rounding=ROUND_HALF_UP)
