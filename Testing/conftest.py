@@ -23,3 +23,15 @@ def shared_path(*parts: str) -> Path:
 def shared_data() -> Path:
     """The ../shared/data folder; skips when absent."""
     return shared_path()
+
+
+@pytest.fixture(scope="module")
+def sitk_one_thread():
+    """SimpleITK filters of the using module run on one thread (the machine is shared, and only one-thread
+    registrations repeat exactly); the previous setting is restored afterwards."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    yield
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from conftest import shared_path
 from lunglesionai.core.output_folder import OutputExistsError
@@ -27,12 +26,7 @@ NODULE_HU, LUNG_HU = -300.0, -500.0  # mean HU near a truth centre: above with a
 CONFIG = FollowupPairConfig(volume_factors=(1.0, 2.0, 0.5), n_new=1, n_resolved=1, interval_days=90.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    yield
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+pytestmark = pytest.mark.usefixtures("sitk_one_thread")  # SimpleITK on one thread (conftest)
 
 
 @pytest.fixture(scope="module")

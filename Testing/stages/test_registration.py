@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from lunglesionai.core.volume import Volume
 from lunglesionai.datagen.followup_pairs import FollowupPairConfig, make_pair
 from lunglesionai.stages.registration import LungRegistration, RegistrationConfig, register_lungs
 from lunglesionai.synth import PhantomConfig, make_phantom
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tests run on one SimpleITK thread (the machine is shared); restored afterwards."""
-    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    yield
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+pytestmark = pytest.mark.usefixtures("sitk_one_thread")  # SimpleITK on one thread (conftest)
 
 
 @pytest.fixture(scope="module")
