@@ -134,6 +134,8 @@ class LungLesionAIParameterNode:
     """Settings of the panel, saved with the scene.
 
     inputVolume: the chest CT (HU).
+    priorVolume: an earlier CT of the same patient, or None: each nodule is compared with it (issue 16).
+    intervalDays: days between the prior and the input; 0 = from the DICOM StudyDate of both.
     runDetection: find nodule candidates (required: every later stage starts from them).
     runFpReduction: discard false-positive candidates.
     runSegmentation: show each finding's 3D outline as a segment (otherwise points only).
@@ -151,6 +153,8 @@ class LungLesionAIParameterNode:
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    priorVolume: vtkMRMLScalarVolumeNode
+    intervalDays: Annotated[float, WithinRange(0.0, 36500.0)] = 0.0
     runDetection: bool = True
     runFpReduction: bool = True
     runSegmentation: bool = True
@@ -267,6 +271,8 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             reason = ""
         elif not (params and params.inputVolume):
             reason = _("Select a CT volume")
+        elif params.priorVolume is not None and params.priorVolume == params.inputVolume:
+            reason = _("The prior scan must be another volume than the chest CT")
         else:
             reason = self.logic.stagesProblem(self._stages())
         self.ui.applyButton.text = _("Cancel") if running else _("Apply")
@@ -300,7 +306,8 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.startAnalysis(
                 params.inputVolume, stages=self._stages(), device=params.device,
                 minScore=chosenOperatingPoint(params.minScore), indication=params.indication,
-                patient=self._patientValues(),
+                patient=self._patientValues(), priorVolumeNode=params.priorVolume,
+                intervalDays=params.intervalDays or None,
             )
             self.ui.statusLabel.text = _("Starting…")
             self._timer.start()
@@ -375,8 +382,9 @@ class LungLesionAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFindingClicked(self, index) -> None:
         findingId = index.sibling(index.row(), 0).data()
         with slicer.util.tryWithErrorDisplay(_("Could not go to the finding.")):
-            ras = self.logic.findingPositionRas(self._results(), findingId)
-            slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
+            if not self.logic.showFindingInBothScans(self._results(), findingId):
+                ras = self.logic.findingPositionRas(self._results(), findingId)
+                slicer.modules.markups.logic().JumpSlicesToLocation(*ras, True)
             self._selectedFindingId = findingId
         self.updateGUI()
 
@@ -481,7 +489,7 @@ class AnalysisJob:
     """A background analysis started by :meth:`LungLesionAILogic.startAnalysis` (poll it, cancel it)."""
 
     def __init__(self, background, tempDir: str, outputDir: str, volumeNodeID: str, keepMasks: bool,
-                 clinicalInputs: tuple | None = None) -> None:
+                 clinicalInputs: tuple | None = None, priorVolumeNodeID: str | None = None) -> None:
         self.background = background
         self.tempDir = tempDir
         self.outputDir = outputDir
@@ -489,6 +497,8 @@ class AnalysisJob:
         self.keepMasks = keepMasks
         #: (patient values given: dict of PatientInfo fields, indication) sent to the analysis.
         self.clinicalInputs = clinicalInputs
+        #: The prior scan's volume node id (``--prior``), or None.
+        self.priorVolumeNodeID = priorVolumeNodeID
         self.startedAt = time.monotonic()
 
     def poll(self):
@@ -529,7 +539,8 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
 
     def startAnalysis(self, inputVolumeNode, stages: Iterable = DEFAULT_STAGES, device: str = "auto",
                       minScore: float | None = None, indication: str = "screening",
-                      patient: dict | None = None) -> AnalysisJob:
+                      patient: dict | None = None, priorVolumeNode=None,
+                      intervalDays: float | None = None) -> AnalysisJob:
         """Start analysing a CT volume node in a background process; returns at once.
 
         The volume's voxels and geometry (world LPS) are written to a temporary NRRD that ``lunglesionai analyze``
@@ -546,9 +557,14 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
                 (``age_years``, ``sex``, ``family_history``, ``emphysema``, ``immunocompromised``,
                 ``known_cancer``); None values and absent keys: from the DICOM database (age, sex; the analysis
                 itself reads a temporary NRRD without a header), else the read's default, listed as assumed.
+            priorVolumeNode: an earlier CT of the same patient (``analyze --prior``): each nodule is compared with
+                it; after the run both scans are shown side by side (:meth:`finishAnalysis`).
+            intervalDays: days between the prior and the input; None: from the DICOM StudyDate of both volumes
+                (:meth:`dicomIntervalDays`).
 
         Raises:
-            ValueError: missing input, unusable stages, device, operating point, indication or patient value.
+            ValueError: missing input, unusable stages, device, operating point, indication or patient value; a
+                prior without an interval (no days given and no StudyDate on both), or the input itself as prior.
         """
         if inputVolumeNode is None or inputVolumeNode.GetImageData() is None:
             raise ValueError("Input volume is missing or has no image data")
@@ -569,12 +585,24 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         for key, value in self.dicomPatientValues(inputVolumeNode).items():
             given.setdefault(key, value)
         clinical_arguments(indication=indication, **given)  # bad values raise here, before any file is written
+        if priorVolumeNode is not None:
+            if priorVolumeNode.GetImageData() is None or priorVolumeNode is inputVolumeNode:
+                raise ValueError("The prior scan must be another CT volume with image data")
+            if intervalDays is None:
+                intervalDays = self.dicomIntervalDays(priorVolumeNode, inputVolumeNode)
+            if intervalDays is None:
+                raise ValueError("No interval to the prior scan: neither volume has a DICOM StudyDate; enter the "
+                                 "days since the prior")
 
         base = slicer.app.temporaryPath if hasattr(slicer, "app") else None
         tempDir = tempfile.mkdtemp(prefix="LungLesionAI-", dir=base)
         try:
             inputPath = os.path.join(tempDir, "input.nrrd")
             save_volume(mrml.volume_from_volume_node(inputVolumeNode), inputPath, compress=False)
+            priorPath = None
+            if priorVolumeNode is not None:
+                priorPath = os.path.join(tempDir, "prior.nrrd")
+                save_volume(mrml.volume_from_volume_node(priorVolumeNode), priorPath, compress=False)
             outputDir = os.path.join(tempDir, "out")
             background = BackgroundAnalysis.start(
                 inputPath,
@@ -586,6 +614,8 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
                 lesions="lesions" in stages,
                 device=device,
                 indication=indication,
+                prior=priorPath,
+                interval_days=intervalDays if priorVolumeNode is not None else None,
                 **given,
             )
         except BaseException:
@@ -593,7 +623,8 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             raise
         logger.info("LungLesionAI: started %s", " ".join(background.argv[:2] + background.argv[-8:]))
         return AnalysisJob(background, tempDir, outputDir, inputVolumeNode.GetID(), "segmentation" in stages,
-                           (given, indication))
+                           (given, indication),
+                           priorVolumeNode.GetID() if priorVolumeNode is not None else None)
 
     @staticmethod
     def dicomPatientValues(volumeNode) -> dict:
@@ -612,6 +643,27 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         return {key: value for key, value in values.items() if value is not None}
 
     @staticmethod
+    def dicomIntervalDays(priorVolumeNode, volumeNode) -> float | None:
+        """Days between the StudyDate of two volumes loaded from DICOM (None when either has none, or outside the
+        Slicer application).
+
+        Raises:
+            ValueError: the prior study is later than the current one.
+        """
+        database = getattr(slicer, "dicomDatabase", None)
+        if database is None:
+            return None
+        importLungLesionAI()
+        from lunglesionai.clinical.followup import interval_days_from_study_dates
+
+        dates = []
+        for node in (priorVolumeNode, volumeNode):
+            uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+            text = database.fileValue(database.fileForInstance(uids[0]), "0008,0020") if uids else ""
+            dates.append({"study_date": f"{text[:4]}-{text[4:6]}-{text[6:8]}"} if len(text) == 8 else {})
+        return interval_days_from_study_dates(*dates)
+
+    @staticmethod
     def pythonExecutable() -> str:
         """The Python that runs the analysis: ``PythonSlicer`` inside Slicer (whose ``sys.executable`` is the
         application), else this interpreter."""
@@ -625,7 +677,7 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             ValueError: the input volume left the scene, or its grid changed since the start.
         """
         from lunglesionai.clinical.patient import PatientInfo
-        from lunglesionai.mrml import clinical_actions, results_folder
+        from lunglesionai.mrml import clinical_actions, prior_scan, results_folder
 
         scene = scene or slicer.mrmlScene
         try:
@@ -640,6 +692,10 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             if job.clinicalInputs is not None:  # kept so that edits are read again with the same values
                 given, indication = job.clinicalInputs
                 clinical_actions.set_clinical_inputs(scene, results, PatientInfo(**given), indication, reread=False)
+            priorNode = scene.GetNodeByID(job.priorVolumeNodeID) if job.priorVolumeNodeID else None
+            if priorNode is not None:
+                self.showPrior(results, prior_scan.add_prior_to_scene(
+                    scene, priorNode, prior_scan.prior_findings_of_folder(job.outputDir, priorNode)), scene)
         finally:
             self.discardAnalysis(job)
         self.lastReport = report
@@ -721,6 +777,28 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         return [float(v) for v in review.finding_position_ras(slicer.mrmlScene, results, findingId)]
 
     @staticmethod
+    def showFindingInBothScans(results, findingId: str) -> bool:
+        """With a prior scan (the result's report has ``exam.prior``): centre the current view (Red) on the finding
+        and the prior view (Yellow) on its matched prior finding; returns False (nothing done) without a prior."""
+        from lunglesionai.mrml import prior_scan, review
+
+        report = review.read_report(slicer.mrmlScene, results, with_masks=False)
+        if not report.exam.get("prior"):
+            return False
+        prior_scan.jump_to_finding_in_both(slicer.mrmlScene, results, findingId)
+        return True
+
+    @staticmethod
+    def showPrior(results, priorNodes, scene=None) -> bool:
+        """Show the current CT (Red) and the prior CT (Yellow) side by side with their outlines (False when the
+        scene has no such views)."""
+        from lunglesionai.mrml import prior_scan
+
+        scene = scene or slicer.mrmlScene
+        return prior_scan.show_prior_beside_current(scene, scene.GetNodeByID(results.volume_node_id), priorNodes,
+                                                    results.segmentation_node_id)
+
+    @staticmethod
     def resultSummary(result: LungLesionAIResult) -> str:
         """Status text of a loaded result: the finding count, or "not searched" when no lung was found, and every
         warning of the report (``lunglesionai.stages.scan_coverage.result_summary``)."""
@@ -736,7 +814,8 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
         return results_folder.save_report(slicer.mrmlScene, results, folder, overwrite=overwrite)
 
     def loadResults(self, folder: str, volumeNode=None) -> LungLesionAIResult:
-        """Open a saved output folder again (table, categories, review decisions, outlines, axis lines).
+        """Open a saved output folder again (table, categories, review decisions, outlines, axis lines; with a prior
+        scan also the prior CT and its outlines, side by side).
 
         Args:
             folder: written by ``lunglesionai analyze`` or :meth:`saveReport`.
@@ -746,9 +825,12 @@ class LungLesionAILogic(ScriptedLoadableModuleLogic):
             FileNotFoundError: no report.json. ValueError: the analysed CT is not in the scene (load it first).
         """
         importLungLesionAI()
-        from lunglesionai.mrml import results_folder
+        from lunglesionai.mrml import prior_scan, results_folder
 
         results, report = results_folder.load_results(slicer.mrmlScene, folder, volumeNode)
+        priorNodes = prior_scan.load_prior_of_folder(slicer.mrmlScene, folder, report)  # None without a prior
+        if priorNodes is not None:
+            self.showPrior(results, priorNodes)
         return LungLesionAIResult(results, report)
 
     @staticmethod

@@ -98,6 +98,20 @@ def test_clinical_arguments_are_the_clis_options():
             analyze_arguments("ct.nrrd", "out", **bad)
 
 
+def test_prior_arguments_are_the_clis_options():
+    from lunglesionai.app.cli import build_parser
+
+    args = analyze_arguments("ct.nrrd", "out", prior="prior.nrrd", interval_days=182.0)
+    assert args[7:] == ["--prior", "prior.nrrd", "--interval-days", "182"]
+    parsed = build_parser().parse_args(args)
+    assert (parsed.prior, parsed.interval_days) == ("prior.nrrd", 182.0)
+    assert analyze_arguments("ct.nrrd", "out", prior="p.nrrd")[7:] == ["--prior", "p.nrrd"]  # dates decide
+    for bad in ({"interval_days": 10.0}, {"prior": "p.nrrd", "interval_days": -1.0},
+                {"prior": "p.nrrd", "interval_days": float("nan")}):
+        with pytest.raises(ValueError, match="interval_days"):
+            analyze_arguments("ct.nrrd", "out", **bad)
+
+
 def test_detector_names_match_the_pipelines():
     from lunglesionai.pipeline import DETECTOR_NAMES
 

@@ -88,6 +88,11 @@ def test_prior_ct_gives_followup_resolved_and_lung_rads_rows(tmp_path, stand_ins
     prior_block = report["exam"]["prior"]
     assert prior_block["source"] == "ct" and prior_block["interval_source"] == "option"
     assert prior_block["interval_days"] == 300 and prior_block["path"] == str(prior.resolve())
+    assert grown["followup"]["prior_center_lps_mm"] == [10.0, 12.0, 8.0]  # in the prior scan, LPS mm
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<th>Change since prior</th>" in page and 'alt="N1 prior axial"' in page  # prior beside current
+    assert 'alt="N2 prior axial"' not in page and "Resolved since the prior" in page
+    assert not (out / "prior_nodules.seg.nrrd").exists()  # the stand-in prior findings have no outlines
 
 
 def test_prior_output_folder_reuses_its_findings(tmp_path, stand_ins):

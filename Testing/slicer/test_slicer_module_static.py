@@ -148,8 +148,14 @@ def test_ui_has_the_expected_widgets(ui_widgets):
         "patientSexComboBox": "QComboBox",
         "familyHistoryComboBox": "QComboBox",
         "examSummaryLabel": "QLabel",
+        "priorVolumeSelector": "qMRMLNodeComboBox",
+        "intervalDaysSpinBox": "QDoubleSpinBox",
     }
     assert {name: ui_widgets[name].get("class") for name in expected} == expected
+    inputs = list(ui_widgets["inputsCollapsibleButton"].iter("widget"))
+    assert ui_widgets["priorVolumeSelector"] in inputs and ui_widgets["intervalDaysSpinBox"] in inputs
+    prior_props = {p.get("name"): p for p in ui_widgets["priorVolumeSelector"].iter("property")}
+    assert prior_props["noneEnabled"].findtext("bool") == "true"  # no prior = no comparison
     node_types = [s.text for s in ui_widgets["inputVolumeSelector"].iter("string")]
     assert "vtkMRMLScalarVolumeNode" in node_types
     selector_path = [w for w in ui_widgets["inputsCollapsibleButton"].iter("widget")]
@@ -389,10 +395,12 @@ def test_panel_sends_the_indication_and_patient_values(module_ast):
         "age_years", "sex", "family_history"}  # keywords of lunglesionai.app.background.analyze_arguments
     logic = _classes(module_ast)["LungLesionAILogic"]
     start = next(f for f in logic.body if isinstance(f, ast.FunctionDef) and f.name == "startAnalysis")
-    assert [a.arg for a in start.args.args][-2:] == ["indication", "patient"]
+    assert {"indication", "patient", "priorVolumeNode", "intervalDays"} <= {a.arg for a in start.args.args}
     forwarded = {k.arg for n in ast.walk(start) if isinstance(n, ast.Call)
                  and ast.unparse(n.func) == "BackgroundAnalysis.start" for k in n.keywords}
-    assert "indication" in forwarded and None in forwarded  # indication=…, **given
+    assert {"indication", "prior", "interval_days", None} <= forwarded  # indication=…, the prior, **given
+    assert keywords["priorVolumeNode"] == "params.priorVolume"  # the "Prior scan" selector (issue 16)
+    assert keywords["intervalDays"] == "params.intervalDays or None"  # 0 = from the study dates
     choices = {stmt.targets[0].id: ast.literal_eval(stmt.value) for stmt in module_ast.body
                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)
                and stmt.targets[0].id in ("INDICATIONS", "SEX_CHOICES")}

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import enum
+import math
 import os
 import queue
 import shutil
@@ -127,6 +128,8 @@ def analyze_arguments(
     emphysema: Optional[bool] = None,
     immunocompromised: Optional[bool] = None,
     known_cancer: Optional[bool] = None,
+    prior: Optional[str | os.PathLike] = None,
+    interval_days: Optional[float] = None,
 ) -> list[str]:
     """The ``lunglesionai`` arguments (after the program) of one analysis: the one place that builds them.
 
@@ -152,13 +155,16 @@ def analyze_arguments(
         family_history, emphysema, immunocompromised, known_cancer: True / False (``--family-history`` /
             ``--no-family-history`` and so on); None: not written (the clinical read's default, listed in
             report.json's ``exam.assumed``).
+        prior: an earlier CT of the same patient (``--prior``): compare each nodule with it.
+        interval_days: days between the prior and this scan (``--interval-days``; needs ``prior``); None: from the
+            StudyDate of both (the analysis refuses when that is missing).
 
     Returns:
         e.g. ``["analyze", "ct.nrrd", "-o", "out", "--overwrite", "--progress", "lines", "--min-score", "0.5"]``.
 
     Raises:
         ValueError: unknown detector, device, indication or sex, ``min_score`` outside [0, 1], an age outside
-            0-130 years, or a patient flag that is not a bool.
+            0-130 years, a patient flag that is not a bool, or ``interval_days`` < 0 or without ``prior``.
     """
     args = ["analyze", os.fspath(input_path), "-o", os.fspath(output_dir), "--overwrite", "--progress", "lines"]
     if detector is not None:
@@ -181,6 +187,15 @@ def analyze_arguments(
         args += ["--device", device]
     if series_uid:
         args += ["--series-uid", series_uid]
+    if interval_days is not None:
+        if prior is None:
+            raise ValueError("interval_days needs a prior scan")
+        if not (math.isfinite(float(interval_days)) and float(interval_days) >= 0):
+            raise ValueError(f"interval_days must be a number of days >= 0, got {interval_days}")
+    if prior is not None:
+        args += ["--prior", os.fspath(prior)]
+        if interval_days is not None:
+            args += ["--interval-days", f"{float(interval_days):g}"]
     return args + clinical_arguments(indication=indication, age_years=age_years, sex=sex,
                                      family_history=family_history, emphysema=emphysema,
                                      immunocompromised=immunocompromised, known_cancer=known_cancer)

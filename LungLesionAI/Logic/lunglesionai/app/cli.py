@@ -43,6 +43,7 @@ _LAZY_COMMANDS = {
     "evaluate": "measure the pipeline against ground truth (phantom, detection, false-positives, lidc-voi, uld)",
     "train": "train a model (grader, detector, fpr, fpr-hosts, uld)",
     "make-composites": "paste real LIDC nodules into real / phantom lungs (LUNA16-style folder; not clinical scans)",
+    "make-followup-pairs": "prior/current pairs with known growth from a phantom or a real CT (for evaluate followup)",
 }
 
 
@@ -65,7 +66,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     _check_device(args.device)
     patient = patient_from_arguments(args)
     out = check_output_folder(args.output, overwrite=args.overwrite, inputs=[args.input, *filter(None, [args.prior])])
-    from lunglesionai.app.followup_command import compare_to_prior, resolve_prior
+    from lunglesionai.app.followup_command import compare_with_prior, resolve_prior
 
     prior = resolve_prior(args)  # refuses a bad --prior or a missing interval before the analysis
     from lunglesionai.io.ct_files import load_volume
@@ -86,12 +87,14 @@ def run_analyze(args: argparse.Namespace) -> int:
             args.input, series_uid=args.series_uid, include_identifiers=args.include_identifiers))
     from lunglesionai.clinical.read import apply_clinical_read
 
-    follow_up = None
+    follow_up, prior_report = None, None
     if prior is not None:
-        report, follow_up = compare_to_prior(prior, volume, report, config)
+        report, follow_up, prior_report = compare_with_prior(prior, volume, report, config)
     report = apply_clinical_read(report, patient, args.indication, follow_up=follow_up)
     paths = write_outputs(report, out, overwrite=args.overwrite, volume=volume,
-                          extra_files={RUN_LOG_NAME: _RUN_LOG.write})
+                          extra_files={RUN_LOG_NAME: _RUN_LOG.write},
+                          prior_volume=None if prior is None else prior.volume,
+                          prior_findings=() if prior_report is None else prior_report.findings)
     _print_findings(report)
     print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
     return 0
@@ -210,6 +213,10 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
         from lunglesionai.app.data_commands import fill_make_composites_parser
 
         fill_make_composites_parser(lazy["make-composites"])
+    if command in (None, "make-followup-pairs"):
+        from lunglesionai.app.followup_pairs_command import fill_make_followup_pairs_parser
+
+        fill_make_followup_pairs_parser(lazy["make-followup-pairs"])
     return parser
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 __all__ = ["REPORT_NAME", "PriorScan", "add_evaluate_followup_parser", "add_prior_arguments", "compare_to_prior",
-           "resolve_prior", "run_evaluate_followup"]
+           "compare_with_prior", "resolve_prior", "run_evaluate_followup"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,19 @@ def compare_to_prior(prior: PriorScan, volume, report, pipeline_config) -> tuple
         (report with ``followup`` per nodule and mass and ``exam["resolved"]``/``exam["prior"]``, the Lung-RADS
         ``follow_up`` facts for :func:`lunglesionai.clinical.read.apply_clinical_read`).
     """
+    report, facts, _prior_report = compare_with_prior(prior, volume, report, pipeline_config)
+    return report, facts
+
+
+def compare_with_prior(prior: PriorScan, volume, report, pipeline_config) -> tuple[Any, dict[str, dict[str, Any]],
+                                                                                 Any]:
+    """:func:`compare_to_prior`, also returning the prior's report (its findings, with masks when the prior CT was
+    analysed here), which ``report.html`` outlines on the prior thumbnails
+    (``write_outputs(prior_volume=prior.volume, prior_findings=prior_report.findings)``).
+
+    Returns:
+        (current report with the follow-up, Lung-RADS follow-up facts, prior report).
+    """
     from lunglesionai.clinical.followup import compare_scans, with_followup
 
     prior_report = prior.report
@@ -131,7 +144,7 @@ def compare_to_prior(prior: PriorScan, volume, report, pipeline_config) -> tuple
                 ", ".join(comparison.registration.get("stages", [])), len(comparison.resolved))
     info = {"path": str(Path(prior.path).resolve()), "source": prior.source, "study_date": prior.study_date,
             "interval_source": prior.interval_source}
-    return with_followup(report, comparison, prior_info=info), comparison.lung_rads_follow_up
+    return with_followup(report, comparison, prior_info=info), comparison.lung_rads_follow_up, prior_report
 
 
 def add_evaluate_followup_parser(evaluate_subparsers) -> argparse.ArgumentParser:

@@ -388,14 +388,15 @@ def _change(old: Finding, new: Finding, interval_days: float, distance_mm: float
              "mean_diameter_change_mm": d_new - d_old, "prior_volume_mm3": old.volume_mm3,
              "volume_change_pct": 100.0 * (volumes[1] / volumes[0] - 1.0) if have_volumes else None,
              "vdt_days": vdt, "vdt_range_days": vdt_range, "interval_days": float(interval_days),
-             "match_distance_mm": float(distance_mm)}
+             "match_distance_mm": float(distance_mm),
+             "prior_center_lps_mm": [float(c) for c in old.center_lps_mm]}
     return entry, rads_status
 
 
 def _new_entry(interval_days: float) -> dict[str, Any]:
     return {"status": "new", "prior_id": None, "prior_mean_diameter_mm": None, "mean_diameter_change_mm": None,
             "prior_volume_mm3": None, "volume_change_pct": None, "vdt_days": None, "vdt_range_days": None,
-            "interval_days": float(interval_days), "match_distance_mm": None}
+            "interval_days": float(interval_days), "match_distance_mm": None, "prior_center_lps_mm": None}
 
 
 def _compared(report: Report) -> list[Finding]:

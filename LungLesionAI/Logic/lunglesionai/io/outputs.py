@@ -11,6 +11,9 @@
 * ``lesions.mrk.json`` (ROI boxes) when the report has lesions, ``lesions.seg.nrrd`` when a lesion has a mask.
 * ``report.html`` when the CT is given (``volume=``): the findings table with thumbnails and 3D renderings, for
   people (:mod:`lunglesionai.io.report_html`).
+* ``prior_nodules.seg.nrrd`` with a prior scan (``analyze --prior``) whose findings have masks: the prior's nodule
+  and mass outlines on the prior CT's grid (segment id = prior finding id, the ``prior_id`` of
+  ``Finding.followup``), so that Slicer shows both scans with their outlines.
 
 Everything goes to a temporary sibling folder first, which gets a manifest of its files and is renamed to OUT
 when complete (:mod:`lunglesionai.core.output_folder`); a failure leaves no OUT (or the previous OUT untouched) and no
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ __all__ = [
     "REPORT_JSON",
     "REPORT_HTML",
     "FINDINGS_CSV",
+    "PRIOR_NODULES_SEGMENTATION",
     "segmentation_dict",
     "markups_fiducial_dict",
     "markups_roi_dict",
@@ -68,8 +72,9 @@ LESIONS_MARKUPS = "lesions.mrk.json"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 FINDINGS_CSV = "findings.csv"
+PRIOR_NODULES_SEGMENTATION = "prior_nodules.seg.nrrd"
 _STANDARD_NAMES = (NODULES_SEGMENTATION, NODULES_MARKUPS, LESIONS_SEGMENTATION, LESIONS_MARKUPS, REPORT_JSON,
-                   FINDINGS_CSV, REPORT_HTML)
+                   FINDINGS_CSV, REPORT_HTML, PRIOR_NODULES_SEGMENTATION)
 #: Keys of the dict :func:`write_outputs` returns, per standard file.
 _RESULT_KEYS = {
     NODULES_SEGMENTATION: "nodules_segmentation",
@@ -79,6 +84,7 @@ _RESULT_KEYS = {
     REPORT_JSON: "report",
     REPORT_HTML: "report_html",
     FINDINGS_CSV: "findings_csv",
+    PRIOR_NODULES_SEGMENTATION: "prior_segmentation",
 }
 #: gzip level of the .seg.nrrd voxels: zlib's default; on a 512×512×300 grid with 20 nodules it writes 92 kB in
 #: 0.35 s (level 1: 364 kB, 0.2 s; level 9: 91 kB, 0.35 s).
@@ -273,6 +279,8 @@ def write_outputs(
     extra_files: Mapping[str, Callable[[Path], None]] | None = None,
     volume: Volume | None = None,
     command: str = "analyze",
+    prior_volume: Volume | None = None,
+    prior_findings: Sequence[Finding] = (),
 ) -> dict[str, Path]:
     """Write the report's files into ``out_dir``, atomically, with a manifest of them
     (:mod:`lunglesionai.core.output_folder`).
@@ -283,16 +291,19 @@ def write_outputs(
         overwrite: replace an existing ``out_dir`` (only once the new one is complete, and only when its manifest
             covers every entry in it: a folder lunglesionai wrote).
         extra_files: more files to write into the same folder, as ``{file name: writer(path)}``; each writer
-            writes its file at the given path (inside the temporary folder).
+            writes its file (or a folder of files) at the given path (inside the temporary folder).
         volume: the analysed CT (the report's input grid); when given, ``report.html`` is written too
             (:func:`lunglesionai.io.report_html.write_report_html`).
         command: the command recorded in the manifest.
+        prior_volume, prior_findings: the prior CT and its findings of ``analyze --prior``: report.html shows the
+            prior's axial thumbnail beside the current one (:func:`lunglesionai.io.report_html.write_report_html`),
+            and the prior's nodule and mass masks (on ``prior_volume``'s grid) go to ``prior_nodules.seg.nrrd``.
 
     Returns:
         Final path of every file written, keyed "nodules_segmentation", "nodules_markups", "report",
         "findings_csv", and
-        "lesions_markups" / "lesions_segmentation" / "report_html" when present; extra files are keyed by their
-        names.
+        "lesions_markups" / "lesions_segmentation" / "report_html" / "prior_segmentation" when present; extra
+        files are keyed by their names.
 
     Raises:
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is False (a FileExistsError too).
@@ -312,7 +323,7 @@ def write_outputs(
     validate_report_dict(report_dict)
     segment_styles(report.findings)  # finding ids usable as segment ids, checked before anything is written
     with atomic_output_folder(out, overwrite=overwrite, command=command) as staging:
-        names = _write_files(report, report_dict, staging, extra, volume)
+        names = _write_files(report, report_dict, staging, extra, volume, (prior_volume, tuple(prior_findings)))
     logger.info("wrote %s to %s", ", ".join(names), out)
     return {_RESULT_KEYS.get(name, name): out / name for name in names}
 
@@ -324,7 +335,7 @@ def _check_extra_names(extra: Mapping[str, Callable[[Path], None]]) -> None:
 
 
 def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping,
-                 volume: Volume | None = None) -> list[str]:
+                 volume: Volume | None = None, prior: tuple = (None, ())) -> list[str]:
     """Write every output into ``folder``; returns the file names in writing order."""
     import slicerio
 
@@ -344,10 +355,17 @@ def _write_files(report: Report, report_dict: dict, folder: Path, extra: Mapping
     if volume is not None:
         from lunglesionai.io.report_html import write_report_html
 
-        writers[REPORT_HTML] = lambda p: write_report_html(report, volume, p)
+        writers[REPORT_HTML] = lambda p: write_report_html(report, volume, p, prior_volume=prior[0],
+                                                           prior_findings=prior[1])
+    prior_volume, prior_findings = prior
+    prior_lung = [f for f in prior_findings if f.kind in ("nodule", "mass") and f.mask is not None]
+    if prior_volume is not None and prior_lung:
+        prior_info = InputInfo.from_volume(prior_volume)
+        writers[PRIOR_NODULES_SEGMENTATION] = lambda p: slicerio.write_segmentation(
+            str(p), segmentation_dict(prior_lung, prior_info), compression_level=_NRRD_COMPRESSION_LEVEL)
     writers.update(extra)
     for name, write in writers.items():
         write(folder / name)
-        if not (folder / name).is_file():
+        if not (folder / name).exists():  # a file, or a folder of files (e.g. analyze --dicom-out's ct_series)
             raise FileNotFoundError(f"the writer of {name!r} did not create the file")
     return list(writers)

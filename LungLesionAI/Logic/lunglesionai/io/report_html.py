@@ -28,6 +28,7 @@ import datetime
 import html
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -39,6 +40,7 @@ from lunglesionai.core.output_folder import write_file_atomic
 from lunglesionai.core.vocabulary import NO_LUNG_WARNING
 from lunglesionai.core.volume import Volume
 from lunglesionai.io.findings_table import axial_slice_number, fixed, is_approximate_outline
+from lunglesionai.io.report_html_followup import change_cell, change_sentence, prior_axial_png
 from lunglesionai.io.report_html_summary import STUDY_KEYS, brock_text, exam_summary_html, lung_rads_badge, study_html
 from lunglesionai.io.report_pictures import (
     HALF_FOV_DIAMETERS,
@@ -152,7 +154,12 @@ def _row(finding: Finding, report: Report) -> list[str]:
         not_measured if approximate else esc(_number(finding.volume_mm3, 0)),
         not_measured if approximate else esc(_number(finding.mean_hu, 0)),
         esc(malignancy), esc(_number(finding.detection_score, 2)),
-    ]
+    ] + ([esc(change_cell(finding))] if _has_prior(report) else [])
+
+
+def _has_prior(report: Report) -> bool:
+    """The report compares with a prior scan (``analyze --prior``): the table gets a "Change since prior" column."""
+    return bool(report.exam.get("prior")) or any(f.followup for f in report.findings)
 
 
 def _table_notes(report: Report) -> list[str]:
@@ -198,14 +205,17 @@ figcaption { font-size: 0.8em; color: #555; } .note { color: #a15c00; }
 .lr { display: inline-block; min-width: 1.8em; padding: 0 0.3em; border-radius: 0.3em; text-align: center;
       font-weight: bold; color: #fff; }
 .lr0 { background: #777; } .lr1 { background: #2e7d32; } .lr3 { background: #b26a00; } .lr4 { background: #c62828; }
+.pair { display: inline-flex; gap: 0.3em; padding: 0.2em; border: 1px dashed #999; margin-right: 0.5em; }
+.change { background: #f4f8ff; padding: 0.2em 0.4em; }
 dl.study { display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; margin: 0.4em 0; }
 dl.study dt { font-weight: bold; } dl.study dd { margin: 0; } .legend { margin: 0.2em 0; }
 """
 
 
 def _finding_section(finding: Finding, report: Report, images: Optional[Thumbnails],
-                     solid_component_min_hu: float) -> list[str]:
-    """The pictures of one finding (``<section id="<finding id>">``) with its facts and a link back to the table."""
+                     solid_component_min_hu: float, prior_axial: Optional[bytes] = None) -> list[str]:
+    """The pictures of one finding (``<section id="<finding id>">``) with its facts and a link back to the table;
+    with a prior scan its change and, when ``prior_axial`` is given, the prior and current axial side by side."""
     esc = html.escape
     fid = esc(finding.id)
     mean, axes, solid = _sizes(finding)
@@ -219,10 +229,13 @@ def _finding_section(finding: Finding, report: Report, images: Optional[Thumbnai
         facts.append(f"invasiveness surrogate {_invasiveness(finding)}")
     if finding.lung_rads_reason:
         facts.append(f"Lung-RADS: {finding.lung_rads_reason}")
+    change = change_sentence(finding)
     heading = (f"{fid} · {esc(finding.kind)} ({esc(finding.status)}) · Lung-RADS {lung_rads_badge(finding.lung_rads)}"
                f" · Brock risk {esc(brock_text(finding.brock_risk))}")
     lines = [f'<section class="finding" id="{fid}">', f"<h3>{heading}</h3>",
              f'<p class="facts">{esc("; ".join(facts))}. <a href="#row-{fid}">↑ back to the table</a></p>']
+    if change:
+        lines.append(f'<p class="change"><strong>Since the prior scan:</strong> {esc(change)}</p>')
     if is_approximate_outline(finding):
         lines.append(f'<p class="approx"><strong>{esc(APPROXIMATE_OUTLINE_LABEL)}</strong>, drawn dashed: volume '
                      'and mean HU not measured (<a href="#approximate-note">†</a>).</p>')
@@ -235,8 +248,15 @@ def _finding_section(finding: Finding, report: Report, images: Optional[Thumbnai
         legend += (f" Tinted inside: the solid part (voxels at or above {solid_component_min_hu:.0f} HU, largest "
                    "connected part), in a second colour.")
     lines.append(f'<p class="small legend">{esc(legend)}</p>')
-    for view, png in (("axial", images.axial), ("coronal", images.coronal), ("sagittal", images.sagittal),
-                      ("3D", images.render_3d)):
+    views = (("axial", images.axial), ("coronal", images.coronal), ("sagittal", images.sagittal),
+             ("3D", images.render_3d))
+    if prior_axial is not None:  # prior and current side by side, then the current's other views
+        lines.append(f'<div class="pair"><figure class="prior"><img src="{_data_uri(prior_axial)}" alt="{fid} '
+                     f'prior axial"><figcaption>prior, axial</figcaption></figure>')
+        lines.append(f'<figure><img src="{_data_uri(images.axial)}" alt="{fid} axial"><figcaption>current, axial'
+                     "</figcaption></figure></div>")
+        views = views[1:]
+    for view, png in views:
         if png:
             css = ' class="render"' if view == "3D" else ""
             lines.append(f'<figure{css}><img src="{_data_uri(png)}" alt="{fid} {view}">'
@@ -246,7 +266,8 @@ def _finding_section(finding: Finding, report: Report, images: Optional[Thumbnai
 
 
 def report_html_text(report: Report, thumbnails: dict[str, Thumbnails], note_3d: str = "", *,
-                     solid_component_min_hu: float = SOLID_COMPONENT_MIN_HU) -> str:
+                     solid_component_min_hu: float = SOLID_COMPONENT_MIN_HU,
+                     prior_axials: Optional[dict[str, bytes]] = None) -> str:
     """The HTML page of a report (all text escaped), given the thumbnails of each finding id.
 
     Args:
@@ -255,6 +276,8 @@ def report_html_text(report: Report, thumbnails: dict[str, Thumbnails], note_3d:
         thumbnails: finding id → its pictures (findings without an entry get "No images").
         note_3d: a line on the 3D renderings (left out, switched off), or "".
         solid_component_min_hu: the solid-part threshold the pictures used (named in their legend).
+        prior_axials: finding id → the prior scan's axial thumbnail (``analyze --prior``), shown beside the
+            current axial.
 
     Returns:
         The page: study, exam summary, input and software, warnings, findings table (rows ``id="row-<id>"``
@@ -289,7 +312,8 @@ def report_html_text(report: Report, thumbnails: dict[str, Thumbnails], note_3d:
                      + "</ul></div>")
     lines.append(f"<h2>Findings ({len(report.findings)})</h2>")
     if report.findings:
-        lines.append('<table id="findings"><thead><tr>' + "".join(f"<th>{esc(c)}</th>" for c in _COLUMNS)
+        columns = _COLUMNS + (("Change since prior",) if _has_prior(report) else ())
+        lines.append('<table id="findings"><thead><tr>' + "".join(f"<th>{esc(c)}</th>" for c in columns)
                      + "</tr></thead><tbody>")
         for finding in report.findings:
             cells = "".join(f"<td>{value}</td>" for value in _row(finding, report))
@@ -304,7 +328,8 @@ def report_html_text(report: Report, thumbnails: dict[str, Thumbnails], note_3d:
     if note_3d:
         lines.append(f'<p class="note">{esc(note_3d)}</p>')
     for finding in report.findings:
-        lines += _finding_section(finding, report, thumbnails.get(finding.id), solid_component_min_hu)
+        lines += _finding_section(finding, report, thumbnails.get(finding.id), solid_component_min_hu,
+                                  (prior_axials or {}).get(finding.id))
     lines += ['<p class="small">Thumbnails: lung window (W 1500, L −600 HU); radiological orientation (patient\'s '
               "right on the image's left; superior up; sagittal anterior on the left). 3D: the outline seen from "
               "anterior.</p>", "</body>", "</html>", ""]
@@ -313,7 +338,8 @@ def report_html_text(report: Report, thumbnails: dict[str, Thumbnails], note_3d:
 
 def write_report_html(report: Report, volume: Optional[Volume], out_path: str | os.PathLike, *,
                       render_3d: bool = True, size_px: int = 160,
-                      solid_component_min_hu: float = SOLID_COMPONENT_MIN_HU) -> Path:
+                      solid_component_min_hu: float = SOLID_COMPONENT_MIN_HU,
+                      prior_volume: Optional[Volume] = None, prior_findings: Sequence[Finding] = ()) -> Path:
     """Write ``report.html`` for a report, atomically (temporary file in the same folder, then renamed).
 
     Args:
@@ -325,6 +351,10 @@ def write_report_html(report: Report, volume: Optional[Volume], out_path: str | 
         solid_component_min_hu: lowest HU of a part-solid nodule's solid part drawn inside its outline (default
             :data:`SOLID_COMPONENT_MIN_HU`, the value of ``lunglesionai.stages.measurements.SOLID_COMPONENT_MIN_HU``,
             which io may not import; pass the pipeline's value when it differs).
+        prior_volume: the prior CT of ``analyze --prior`` (HU, any axis order): each matched finding's section
+            shows the prior's axial slice through the prior centre (``followup["prior_center_lps_mm"]``) beside
+            the current one (:mod:`lunglesionai.io.report_html_followup`).
+        prior_findings: the prior report's findings; their masks (prior grid), when present, are outlined.
 
     Returns:
         ``out_path`` as a Path.
@@ -340,12 +370,14 @@ def write_report_html(report: Report, volume: Optional[Volume], out_path: str | 
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out}: folder {out.parent} does not exist")
     thumbnails: dict[str, Thumbnails] = {}
+    prior_axials: dict[str, bytes] = {}
     note_3d = ""
     if volume is not None:
         if tuple(volume.shape_zyx) != tuple(report.input.shape_zyx):
             raise ValueError(f"volume shape {volume.shape_zyx} is not the report's input {report.input.shape_zyx}")
         styles = segment_styles(report.findings)
         volume_lps, perm = reorient_to_lps(volume)
+        prior_lps, prior_perm = reorient_to_lps(prior_volume) if prior_volume is not None else (None, None)
         can_render = render_3d and offscreen_rendering_available()
         if render_3d and not can_render:
             note_3d = "3D renderings are left out: off-screen OpenGL rendering is not available on this computer."
@@ -367,6 +399,11 @@ def write_report_html(report: Report, volume: Optional[Volume], out_path: str | 
             if can_render and mask is not None and not approximate:  # no 3D picture of the detector's sphere
                 images = replace(images, render_3d=render_mask_3d(mask, volume_lps.spacing_mm, color, size_px))
             thumbnails[finding.id] = images
-    text = report_html_text(report, thumbnails, note_3d, solid_component_min_hu=solid_component_min_hu)
+            if prior_lps is not None and images.axial:
+                png = prior_axial_png(prior_lps, prior_findings, finding, half_fov, color, size_px, prior_perm)
+                if png is not None:
+                    prior_axials[finding.id] = png
+    text = report_html_text(report, thumbnails, note_3d, solid_component_min_hu=solid_component_min_hu,
+                            prior_axials=prior_axials)
     write_file_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from lunglesionai.core.findings import Finding, Report
 from lunglesionai.io.findings_table import fixed
+from lunglesionai.io.report_html_followup import prior_exam_rows
 
 __all__ = [
     "DECISION_SUPPORT_TEXT",
@@ -110,7 +111,8 @@ def exam_summary_html(report: Report) -> list[str]:
         report: a report; ``exam`` may be empty (no clinical read: the block says so and shows what the pipeline
             measured), or hold the keys of ``schemas/report-1.json`` (``lung_rads``, ``management``,
             ``fleischner``, ``indication``, ``assumed``, ``highest_risk_finding``, ``emphysema_index_pct``,
-            ``nodule_count``, ``lungs_fully_covered``, ``modifiers``, ``decision_support_note``).
+            ``nodule_count``, ``lungs_fully_covered``, ``modifiers``, ``decision_support_note``; with a prior scan
+            ``prior`` and ``resolved``, :func:`lunglesionai.io.report_html_followup.prior_exam_rows`).
 
     Returns:
         Lines of HTML (values escaped); the highest-risk finding links to its pictures (``#<finding id>``).
@@ -142,6 +144,7 @@ def exam_summary_html(report: Report) -> list[str]:
         rows.append(("Lung coverage", "<strong>incomplete</strong>: a lung is missing or cut by the scan's edge"))
     if "assumed" in exam:
         rows.append(("Assumed values", esc(_assumed_text(list(exam.get("assumed") or [])))))
+    rows += prior_exam_rows(exam)
     if rows:
         lines.append('<table class="kv">' + "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
                      + "</table>")
