@@ -118,6 +118,14 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.json:
         check_output_file(args.json)
+    if args.registration:  # analyze --prior's lung registration on a phantom pair (issue 16)
+        from lunglesionai.app.bench_registration import format_registration_benchmark, run_registration_benchmark
+
+        result = run_registration_benchmark(tuple(args.shape), tuple(args.spacing), repeats=args.repeats)
+        print(format_registration_benchmark(result))
+        if args.json:
+            write_json_atomic(args.json, result, trailing_newline=False)
+        return 0
     config = BenchConfig(shape_zyx=tuple(args.shape), spacing_mm=tuple(args.spacing), repeats=args.repeats,
                          input_path=args.input, uld=not args.no_uld)
     result = run_benchmark(config)
@@ -199,6 +207,8 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
                    "instead of the phantom; --shape and --spacing are then ignored")
     p.add_argument("--no-uld", action="store_true", help="leave universal lesion detection out (as analyze does "
                    "by default); it is timed unless this is given")
+    p.add_argument("--registration", action="store_true", help="time the prior-to-current lung registration of "
+                   "analyze --prior on a phantom pair of --shape/--spacing instead of the pipeline")
     p.add_argument("--repeats", type=int, default=3, help="runs; medians are reported (default 3)")
     p.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], metavar=("Z", "Y", "X"))
     p.add_argument("--spacing", type=float, nargs=3, default=[0.7, 0.7, 1.0], metavar=("X", "Y", "Z"))
