@@ -43,6 +43,7 @@ _LAZY_COMMANDS = {
     "evaluate": "measure the pipeline against ground truth (phantom, detection, false-positives, lidc-voi, uld)",
     "train": "train a model (grader, detector, fpr, fpr-hosts, uld)",
     "make-composites": "paste real LIDC nodules into real / phantom lungs (LUNA16-style folder; not clinical scans)",
+    "dicom-node": "DICOM Storage SCP for a PACS: analyse each CT series it receives, C-STORE the SEG and SR back",
     "make-followup-pairs": "prior/current pairs with known growth from a phantom or a real CT (for evaluate followup)",
 }
 
@@ -56,47 +57,41 @@ class Terminated(BaseException):
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    """``lunglesionai analyze INPUT -o OUT``: load a CT, run the pipeline, write the result files atomically.
+    """``lunglesionai analyze INPUT -o OUT``: load a CT, run the pipeline, write the result files atomically
+    (:func:`lunglesionai.app.analysis.run_analysis`; DICOM SEG and SR for a DICOM series or with ``--dicom-out``).
 
     Every output-path problem and ``--device cuda`` without CUDA are refused before the CT is read; the CT is
     checked before the analysis (:func:`lunglesionai.io.ct_files.load_volume`).
     """
+    from lunglesionai.app.dicomweb_command import run_dicomweb_analyze, uses_dicomweb
     from lunglesionai.core.output_folder import check_output_folder
 
+    if uses_dicomweb(args):  # --dicomweb URL --study UID: download, then this function on the series
+        return run_dicomweb_analyze(args, run_analyze)
     _check_device(args.device)
     patient = patient_from_arguments(args)
     out = check_output_folder(args.output, overwrite=args.overwrite, inputs=[args.input, *filter(None, [args.prior])])
-    from lunglesionai.app.followup_command import compare_with_prior, resolve_prior
+    from lunglesionai.app.followup_command import resolve_prior
 
     prior = resolve_prior(args)  # refuses a bad --prior or a missing interval before the analysis
     from lunglesionai.io.ct_files import load_volume
 
     volume = load_volume(args.input, series_uid=args.series_uid, max_memory_gb=args.max_memory_gb)
-    from lunglesionai.app.progress import progress_reporter  # the pipeline (torch, MONAI) only for a usable CT
-    from lunglesionai.io.dicom_description import describe_dicom_input
-    from lunglesionai.io.outputs import write_outputs
-    from lunglesionai.pipeline import PipelineConfig, analyze_volume
+    from lunglesionai.app.analysis import run_analysis  # the pipeline (torch, MONAI) only for a usable CT
+    from lunglesionai.app.progress import progress_reporter
+    from lunglesionai.pipeline import PipelineConfig
 
     config = PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr,
                             grade=not args.no_grading, device=args.device, uld=args.uld)
     bar, update = progress_reporter(args.progress)
     with bar:
-        report = analyze_volume(volume, config, progress=update)
-    if Path(args.input).is_dir() or _is_dicom_file(args.input):
-        report.input = _with_description(report.input, describe_dicom_input(
-            args.input, series_uid=args.series_uid, include_identifiers=args.include_identifiers))
-    from lunglesionai.clinical.read import apply_clinical_read
-
-    follow_up, prior_report = None, None
-    if prior is not None:
-        report, follow_up, prior_report = compare_with_prior(prior, volume, report, config)
-    report = apply_clinical_read(report, patient, args.indication, follow_up=follow_up)
-    paths = write_outputs(report, out, overwrite=args.overwrite, volume=volume,
-                          extra_files={RUN_LOG_NAME: _RUN_LOG.write},
-                          prior_volume=None if prior is None else prior.volume,
-                          prior_findings=() if prior_report is None else prior_report.findings)
-    _print_findings(report)
-    print(f"wrote {', '.join(p.name for p in paths.values())} to {out}")
+        result = run_analysis(args.input, out, series_uid=args.series_uid, overwrite=args.overwrite, config=config,
+                              patient=patient, indication=args.indication, dicom_out=args.dicom_out,
+                              progress=update, prior=prior, include_identifiers=args.include_identifiers,
+                              max_memory_gb=args.max_memory_gb, extra_files={RUN_LOG_NAME: _RUN_LOG.write},
+                              volume=volume)
+    _print_findings(result.report)
+    print(f"wrote {', '.join(p.name for p in result.paths.values())} to {out}")
     return 0
 
 
@@ -223,6 +218,10 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
         from lunglesionai.app.data_commands import fill_make_composites_parser
 
         fill_make_composites_parser(lazy["make-composites"])
+    if command in (None, "dicom-node"):
+        from lunglesionai.app.dicom_node import fill_dicom_node_parser
+
+        fill_dicom_node_parser(lazy["dicom-node"])
     if command in (None, "make-followup-pairs"):
         from lunglesionai.app.followup_pairs_command import fill_make_followup_pairs_parser
 
@@ -232,7 +231,7 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 
 def _add_analyze_parser(sub) -> None:
     p = sub.add_parser("analyze", help="analyse a chest CT (DICOM folder, NIfTI, NRRD, MHA/MHD, DICOM file)")
-    p.add_argument("input", help="CT file or DICOM series folder")
+    p.add_argument("input", nargs="?", help="CT file or DICOM series folder (left out with --dicomweb)")
     p.add_argument("-o", "--output", required=True,
                    help="output folder (must not exist unless --overwrite; never the input's folder)")
     p.add_argument("--series-uid", help="SeriesInstanceUID to use when the DICOM folder holds several series")
@@ -245,13 +244,18 @@ def _add_analyze_parser(sub) -> None:
     p.add_argument("--max-memory-gb", type=float, default=None,
                    help="memory budget of the analysis in GB; larger CTs are refused before they are read "
                    "(default 16)")
+    p.add_argument("--dicom-out", action="store_true",
+                   help="for NIfTI/NRRD/MHA input: also export the CT as a DICOM series (OUT/ct_series/) and write "
+                   "nodules.seg.dcm and report.sr.dcm referencing it (DICOM series input always gets them)")
     p.add_argument("--include-identifiers", action="store_true",
                    help="write the patient's name and ID (DICOM input) into report.json and report.html; by "
                    "default they are left out")
     add_clinical_arguments(p)
+    from lunglesionai.app.dicomweb_command import add_dicomweb_arguments
     from lunglesionai.app.followup_command import add_prior_arguments
 
     add_prior_arguments(p)
+    add_dicomweb_arguments(p)
     add_progress_arguments(p)
     p.set_defaults(func=run_analyze)
 
@@ -438,15 +442,3 @@ def _signals_as_exceptions() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-
-def _is_dicom_file(path: str) -> bool:
-    from pydicom.misc import is_dicom
-
-    p = Path(path)
-    return p.is_file() and is_dicom(p)
-
-
-def _with_description(info, description: dict[str, str]):
-    from dataclasses import replace
-
-    return replace(info, description=description)

@@ -5,7 +5,9 @@
   points, boxes, axis lines), its review decisions (``status``) and clinical categories as saved.
 * :func:`find_volume_node` / :func:`load_results`: open a saved folder again without naming the volume: the scene's
   scalar volume whose grid is the report's (shape and IJK-to-LPS geometry) is used.
-* :func:`save_report`: the reviewed result written back as an output folder (atomically).
+* :func:`save_report`: the reviewed result written back as an output folder (atomically), with the DICOM SEG and
+  SR (:mod:`lunglesionai.io.dicom_results`) when the volume came from DICOM (Slicer's DICOM database, or a DICOM
+  folder as ``report.input.path``).
 
 Works in 3D Slicer and in ``slicer-core``; no Qt. Grids are compared in LPS mm to within 1e-4.
 """
@@ -13,6 +15,7 @@ Works in 3D Slicer and in ``slicer-core``; no Qt. Grids are compared in LPS mm t
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +35,8 @@ __all__ = [
     "load_results",
     "save_report",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Largest difference (mm, matrix entries) between two grids taken as the same grid.
 GRID_TOLERANCE_MM = 1e-4
@@ -125,10 +130,47 @@ def save_report(scene, results: review.SceneResults, out_dir: str | os.PathLike,
     from lunglesionai.io.outputs import write_outputs
 
     report = review.read_report(scene, results, with_masks=True)
-    volume = None
-    if html:
-        volume = mrml.volume_from_volume_node(scene.GetNodeByID(results.volume_node_id))
-    return write_outputs(report, out_dir, overwrite=overwrite, volume=volume)
+    volume_node = scene.GetNodeByID(results.volume_node_id)
+    volume = mrml.volume_from_volume_node(volume_node) if html else None
+    return write_outputs(report, out_dir, overwrite=overwrite, volume=volume,
+                         extra_files=_dicom_writers(report, _dicom_files(volume_node, report)))
+
+
+def _dicom_files(volume_node, report: Report) -> list[str]:
+    """The CT files the volume was loaded from: Slicer's DICOM database (the node's ``DICOM.instanceUIDs``), else
+    ``report.input.path`` when it is a DICOM folder; empty when the volume did not come from DICOM."""
+    uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split() if volume_node is not None else []
+    if uids:
+        try:
+            import slicer
+
+            database = slicer.dicomDatabase
+        except (ImportError, AttributeError):
+            database = None
+        if database is not None:
+            files = [database.fileForInstance(uid) for uid in uids]
+            if all(files):
+                return files
+    path = Path(report.input.path) if report.input.path else None
+    return [str(path)] if path is not None and path.is_dir() else []
+
+
+def _dicom_writers(report: Report, files: list[str]) -> dict:
+    """SEG and SR writers (:func:`lunglesionai.io.dicom_results.dicom_result_writers`) for a volume loaded from
+    DICOM; none (with a logged warning) when its series is not the report's grid."""
+    if not files:
+        return {}
+    import pydicom
+
+    from lunglesionai.io.dicom_results import dicom_result_writers, load_source_series
+
+    try:
+        source = (load_source_series(files[0]) if len(files) == 1 and Path(files[0]).is_dir()
+                  else [pydicom.dcmread(f, stop_before_pixels=True) for f in files])
+        return dicom_result_writers(report, source)
+    except (OSError, ValueError, pydicom.errors.InvalidDicomError) as error:
+        logger.warning("DICOM SEG and SR not written: %s", error)
+        return {}
 
 
 def _same_grid(volume_node, info: InputInfo) -> bool:
