@@ -110,7 +110,7 @@ def _referenced_series(ds: Dataset) -> set[str]:
     return found
 
 
-@pytest.mark.slow  # one real analysis of the small phantom (about 15 s on an idle core)
+@pytest.mark.integration  # a node and a destination on loopback, one real analysis: run by .ci/run after make test
 def test_a_complete_series_is_analysed_once_and_its_seg_and_sr_are_sent(phantom_series, standin, tmp_path):
     import torch
 
