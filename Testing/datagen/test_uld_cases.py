@@ -76,3 +76,45 @@ def test_chest_case_boxes_and_slab_sampling():
 def test_missing_real_host_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="chest_ct_crop"):
         build_cases(ULDDataConfig(n_cases=1, hosts=("chest",)), tmp_path)
+
+
+def test_new_options_keep_first_release_cache_keys_and_are_checked():
+    base = ULDDataConfig()
+    assert base.hosts == ("chest", "abdomen", "phantom")  # the first release's hosts stay the default
+    assert base.key() == ULDDataConfig(host_window_mm=None, scanner_augmentation=False, real_texture=False).key()
+    assert len({base.key(), ULDDataConfig(host_window_mm=160.0).key(), ULDDataConfig(real_texture=True).key(),
+                ULDDataConfig(scanner_augmentation=True).key()}) == 4
+    ULDDataConfig(hosts=("whole_body", "pancreas"))
+    with pytest.raises(ValueError, match="host_window_mm"):
+        ULDDataConfig(host_window_mm=5.0)
+
+
+def test_z_window_cuts_volume_lung_and_regions_alike():
+    from lunglesionai.core.volume import Volume
+    from lunglesionai.datagen.lesion_regions import AnatomyRegions
+    from lunglesionai.datagen.uld_cases import _z_window
+
+    volume = Volume(np.arange(100, dtype=np.int16)[:, None, None] * np.ones((1, 8, 8), np.int16), (1.0, 1.0, 2.5),
+                    (0.0, 0.0, -50.0))
+    liver = np.zeros((100, 8, 8), bool)
+    liver[:10] = True  # only in the first 25 mm
+    regions = AnatomyRegions({"liver": liver, "lung": np.zeros_like(liver)}, 55.0, (2.5, 1.0, 1.0))
+    lung = np.zeros((100, 8, 8), np.uint8)
+    cut, cut_lung, cut_regions = _z_window(volume, lung, regions, 50.0, np.random.default_rng(4))
+    k0 = int(cut.hu[0, 0, 0])
+    assert cut.shape_zyx == (20, 8, 8) and np.array_equal(cut.hu[:, 0, 0], np.arange(k0, k0 + 20))
+    assert cut.origin_lps_mm[2] == pytest.approx(-50.0 + 2.5 * k0) and cut_lung.shape == cut.shape_zyx
+    assert np.array_equal(cut_regions["liver"], liver[k0:k0 + 20])
+    assert cut_regions.liver_hu == (55.0 if liver[k0:k0 + 20].any() else None)
+    same = _z_window(volume, lung, regions, 400.0, np.random.default_rng(4))
+    assert same[0] is volume  # a host shorter than the window stays whole
+
+
+@pytest.mark.slow
+def test_augmented_textured_phantom_case_keeps_its_boxes(tmp_path):
+    config = ULDDataConfig(n_cases=1, hosts=("phantom",), lesions_per_case=3, nodules_per_case=0, seed=5,
+                           scanner_augmentation=True, real_texture=True)
+    plain = build_cases(PHANTOM_ONLY, tmp_path)[0]
+    case = build_cases(config, tmp_path)[0]
+    assert case.lesions and all(les.key_slice in les.boxes for les in case.lesions)
+    assert case.grid.hu.shape != plain.grid.hu.shape or not np.array_equal(case.grid.hu, plain.grid.hu)

@@ -180,3 +180,24 @@ def test_evaluate_uld_command_writes_metrics(deeplesion, tmp_path):
     assert set(metrics["sensitivity_at_fp"]) == {"0.5", "1", "2", "4"} and "mean_sensitivity" in metrics
     assert metrics["n_images"] == 1 and metrics["n_lesions"] == 2 and metrics["split"] == 3
     assert set(metrics["per_type"]) == {"liver", "bone"} and metrics["model"]["version"] == ULD_FORMAT
+
+
+def test_key_slab_mode_follows_the_stored_slices(deeplesion):
+    group = key_images(read_dl_info(deeplesion / "DL_info.csv", split=3))[0]
+    full = load_key_slab(deeplesion, group, CONFIG)
+    assert full.mode == "3d-context"
+    forced = load_key_slab(deeplesion, group, CONFIG, "key-slice")
+    n = CONFIG.n_slices
+    assert forced.mode == "key-slice"
+    for c in range(len(CONFIG.hu_windows)):  # every slab slice is the key slice
+        channels = forced.image[c * n:(c + 1) * n]
+        assert np.array_equal(channels, np.repeat(channels[n // 2][None], n, axis=0))
+        assert not np.array_equal(full.image[c * n], full.image[c * n + n // 2])  # context differs (slice 100 vs 105)
+    for index in (100, 101, 102, 103, 107, 108, 109, 110):  # keep only the key slice and its touching neighbours
+        (deeplesion / "Images_png" / "000001_01_01" / f"{index:03d}.png").unlink()
+    auto = load_key_slab(deeplesion, group, CONFIG)
+    assert auto.mode == "key-slice" and np.array_equal(auto.image, forced.image)
+    with pytest.raises(DeepLesionError, match="missing"):
+        load_key_slab(deeplesion, group, CONFIG, "3d-context")
+    with pytest.raises(ValueError, match="slab mode"):
+        load_key_slab(deeplesion, group, CONFIG, "2d")

@@ -137,3 +137,50 @@ def test_contact_sheet_without_findings_is_a_picture():
     volume = Volume(np.full((4, 8, 8), -1000, np.int16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     picture = Image.open(io.BytesIO(fp.contact_sheet_png(volume, [], "empty")))
     assert picture.format == "PNG" and picture.width >= 480
+
+
+def test_uld_lesions_are_counted_apart_per_scan_and_per_cm(images, monkeypatch, tmp_path):
+    calls = []
+
+    def analyze(volume, config, progress=None):
+        calls.append(config)
+        lesions = [(np.array([30.0, 30.0, 10.0]), 0.9), (np.array([60.0, 30.0, 10.0]), 0.6)] if config.uld else []
+        findings = [Finding(id="N1", kind="nodule", center_lps_mm=(10.0, 10.0, 10.0),
+                            bbox_lps_mm=((8.0, 8.0, 8.0), (12.0, 12.0, 12.0)), detection_score=0.8, diameter_mm=4.0)]
+        findings += [Finding(id=f"L{n}", kind="lesion", center_lps_mm=tuple(c), bbox_lps_mm=(tuple(c - 5), tuple(c + 5)),
+                             detection_score=s, extra={"lesion_type": "liver", "box_size_mm": [10.0, 10.0, 10.0]})
+                     for n, (c, s) in enumerate(lesions, start=1)]
+        return Report(input=InputInfo.from_volume(volume), findings=findings)
+
+    monkeypatch.setattr("lunglesionai.pipeline.analyze_volume", analyze)
+    config = PipelineConfig(min_score=0.5, uld_min_score=0.7)
+    m = fp.evaluate_false_positives(images, pipeline_config=config, thresholds=(0.5,), uld=True,
+                                    uld_thresholds=(0.55, 0.95), contact_sheet=tmp_path / "sheets")
+    assert all(c.uld and c.uld_min_score == 0.55 for c in calls)  # one run at the lowest ULD threshold
+    assert [s["findings"] for s in m["per_scan"]] == [1, 1]  # lesions are not nodule findings
+    uld = m["uld"]
+    assert uld["min_score"] == 0.7 and [s["lesions"] for s in uld["per_scan"]] == [1, 1]
+    assert uld["per_scan"][0]["z_extent_cm"] == pytest.approx(2.4)  # ct.nrrd: 12 slices of 2 mm
+    assert uld["per_scan"][0]["lesions_per_cm"] == pytest.approx(1 / 2.4, abs=1e-3)
+    table = {p["min_score"]: [s["lesions"] for s in p["per_scan"]] for p in uld["operating_points"]}
+    assert table == {0.55: [2, 2], 0.7: [1, 1], 0.95: [0, 0]}
+    assert len(uld["lesions"]) == 4 and uld["lesions"][0]["lesion_type"] == "liver"
+    assert "uld" not in fp.evaluate_false_positives(images, pipeline_config=config, thresholds=(0.5,))
+    with pytest.raises(ValueError, match="ULD thresholds"):
+        fp.evaluate_false_positives(images, pipeline_config=config, uld=True, uld_thresholds=(1.5,))
+
+
+def test_contact_sheet_shows_lesions_in_a_soft_tissue_window_with_their_box():
+    hu = np.full((20, 80, 80), 40, np.int16)  # soft tissue: white in the lung window, grey in W 400 / L 40
+    hu[8:12, 30:50, 30:50] = 140
+    volume = Volume(hu, (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    lesion = Finding(id="L1", kind="lesion", center_lps_mm=(39.5, 39.5, 19.0),
+                     bbox_lps_mm=((29.5, 29.5, 15.0), (49.5, 49.5, 23.0)), detection_score=0.8)
+    nodule = Finding(id="N1", kind="nodule", center_lps_mm=(39.5, 39.5, 19.0),
+                     bbox_lps_mm=((35.0, 35.0, 15.0), (44.0, 44.0, 23.0)), detection_score=0.8)
+    tiles = {}
+    for finding in (lesion, nodule):
+        sheet = Image.open(io.BytesIO(fp.contact_sheet_png(volume, [(finding, None)], "t"))).convert("L")
+        tiles[finding.kind] = np.asarray(sheet)[44:44 + fp._TILE_PX, 4:4 + fp._TILE_PX]
+    assert tiles["nodule"].min() > 200  # 40 HU is white in the lung window
+    assert 100 < np.median(tiles["lesion"]) < 200 and tiles["lesion"].max() > np.median(tiles["lesion"]) + 40

@@ -83,3 +83,74 @@ def test_parser_registers_train_uld():
     assert args.func is run_train_uld and args.steps == 5 and args.seed == 2 and args.cache_dir == "c"
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "uld", "--out", "m"])  # --data-ct and --lidc are required
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    import lunglesionai.training.universal_lesions as tu
+
+    cases = [toy_case(s) for s in range(3)]
+    config = toy_train_config(steps=4)
+    torch.set_num_threads(1)
+    whole = train_uld(cases, config)
+    save = tu._save_checkpoint
+
+    def save_then_stop(path, step, *args):
+        save(path, step, *args)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "ckpt.pt"
+    monkeypatch.setattr(tu, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_uld(cases, config, checkpoint=checkpoint, checkpoint_every=2)
+    monkeypatch.setattr(tu, "_save_checkpoint", save)
+    resumed = train_uld(cases, config, checkpoint=checkpoint, checkpoint_every=2)
+    assert resumed.losses == pytest.approx(whole.losses)
+    for a, b in zip(whole.detector.network.parameters(), resumed.detector.network.parameters()):
+        assert torch.allclose(a, b)
+
+
+def test_fine_tuning_starts_from_the_given_weights():
+    from dataclasses import replace
+
+    cases = [toy_case(s) for s in range(2)]
+    torch.set_num_threads(1)
+    start = train_uld(cases, toy_train_config(steps=2)).detector.network.state_dict()
+    frozen = replace(toy_train_config(steps=1), lr=1e-12, n_val_cases=0)
+    tuned = train_uld(cases, frozen, init_state=start).detector.network.state_dict()
+    fresh = train_uld(cases, replace(frozen, seed=7)).detector.network.state_dict()
+    name = next(k for k, v in start.items() if v.dtype.is_floating_point and v.numel() > 10)
+    assert torch.allclose(tuned[name], start[name], atol=1e-6) and not torch.allclose(fresh[name], start[name])
+
+
+def test_train_uld_command_fine_tunes_with_the_new_data_options(tmp_path, monkeypatch):
+    import json
+
+    import lunglesionai.app.train_commands as tc
+
+    built = []
+
+    def fake_build_cases(config, data_ct, lidc, cache_dir, host_cache=None):
+        built.append(config)
+        return [toy_case(s) for s in range(2)]
+
+    monkeypatch.setattr(tc, "build_cases", fake_build_cases)
+    parser = argparse.ArgumentParser(prog="lunglesionai")
+    add_train_uld_parser(parser.add_subparsers(dest="command").add_parser("train").add_subparsers(dest="model"))
+    common = ["train", "uld", "--data-ct", "ct", "--lidc", "lidc", "--steps", "2", "--n-val-cases", "1",
+              "--threads", "1", "--seed", "3"]
+    assert run_train_uld(parser.parse_args(common + ["--out", str(tmp_path / "a")])) == 0
+    args = parser.parse_args(common + ["--out", str(tmp_path / "b"), "--init", str(tmp_path / "a"), "--hosts",
+                                       "whole_body", "pancreas", "--host-window-mm", "160", "--scanner-augmentation",
+                                       "--real-texture", "--negatives-per-case", "12", "--lr", "3e-4",
+                                       "--checkpoint", str(tmp_path / "ckpt.pt"), "--val-seed", "0"])
+    assert run_train_uld(args) == 0
+    train, val = built[2], built[3]
+    assert train.hosts == ("whole_body", "pancreas") and train.host_window_mm == 160.0 and train.real_texture
+    assert train.scanner_augmentation and train.negatives_per_case == 12 and train.seed == 3
+    assert val.split == "val" and val.seed == 0 and val.hosts == ("chest", "abdomen", "phantom")  # like release 1
+    assert not val.real_texture and not val.scanner_augmentation and val.host_window_mm is None
+    first = json.loads((tmp_path / "a" / "config.json").read_text())
+    second = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert second["fine_tuned_from"] == first["weights_sha256"] and first["fine_tuned_from"] is None
+    assert second["training"]["lr"] == 3e-4 and (tmp_path / "ckpt.pt").is_file()

@@ -103,7 +103,8 @@ class PipelineConfig:
         fpr: run the false-positive reduction classifier on the candidates.
         uld: also run universal lesion detection over the whole scan
             (:mod:`lunglesionai.stages.universal_lesions.detector`; opt-in: it reports many false positives on real
-            scans; its measured performance is in ``models/uld/uld.card.md``); ``uld_model_dir`` its folder.
+            scans; its measured performance is in ``models/uld/uld.card.md``); ``uld_model_dir`` its folder;
+            ``uld_min_score`` its operating point (None: the model's, stored in its ``config.json``).
         device: "auto" (CUDA when torch sees one), "cpu" or "cuda" for the learned detector and ULD (the grader
             and the FP reduction run on the CPU); ``Report.device`` says where they ran.
         masses: also report lesions over ``mass.min_diameter_mm`` as kind "mass" (:mod:`lunglesionai.stages.masses`);
@@ -124,6 +125,7 @@ class PipelineConfig:
     device: str = "auto"
     uld: bool = False
     uld_model_dir: Optional[str] = None
+    uld_min_score: Optional[float] = None
     masses: bool = True
     mass: MassConfig = field(default_factory=MassConfig)
 
@@ -138,6 +140,8 @@ class PipelineConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], got {self.min_score}")
+        if self.uld_min_score is not None and not 0.0 <= self.uld_min_score <= 1.0:
+            raise ValueError(f"uld_min_score must be within [0, 1], got {self.uld_min_score}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
 
@@ -154,11 +158,13 @@ def _universal_lesions(volume: Volume, lung_mask: np.ndarray, nodules: list[Find
         logger.warning("universal lesion detection not run: %s", error)
         return [], f"{NOT_RUN} (no ULD model: {error})", [], "cpu"
     device = torch_device(config)
-    settings = uld.settings()
+    settings = uld.settings() if config.uld_min_score is None else uld.settings(min_score=config.uld_min_score)
     lesions = uld.detect_lesions(volume, lung_mask, exclude_findings=nodules, settings=settings, device=device)
     c = uld.config
     stage = (f"MP3D-style 2.5-D RetinaNet ({c.n_slices} slices at {c.slice_spacing_mm} mm, {c.pixel_spacing_mm} mm "
-             f"pixels), {device} (operating point: score >= {settings.min_score:.3f})")
+             f"pixels), {device} (operating point: score >= {settings.min_score:.3f} on >= {settings.min_slices} "
+             f"slices; chains of one lesion merged; lesions at nodules or masses"
+             + ("" if settings.lung_lesions else " and in the lungs") + " left to the lung pipeline)")
     return lesions, stage, [uld.model_info()], device
 
 

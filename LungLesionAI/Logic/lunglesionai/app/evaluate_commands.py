@@ -130,6 +130,10 @@ def add_evaluate_false_positives_parser(evaluate_subparsers) -> argparse.Argumen
                    "operating point as axial crops, to judge them by eye")
     p.add_argument("--thresholds", type=float, nargs="+", default=None,
                    help="operating points reported besides the default (default 0.30 0.35 ... 0.90)")
+    p.add_argument("--uld", action="store_true", help="also run universal lesion detection and count its lesions "
+                   "per scan and per cm of z (uld key of the JSON; on the contact sheet too)")
+    p.add_argument("--uld-min-score", type=float, default=None,
+                   help="ULD operating point (default: the model's, models/uld/config.json)")
     add_detection_arguments(p)
     p.set_defaults(func=run_evaluate_false_positives)
     return p
@@ -147,10 +151,10 @@ def run_evaluate_false_positives(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     config = PipelineConfig(detector=args.detector, min_score=args.min_score, fpr=not args.no_fpr, device=args.device,
-                            uld=False)
+                            uld=False, uld_min_score=args.uld_min_score)
     metrics = evaluate_false_positives(args.images, lidc_xml=args.lidc_xml, pipeline_config=config,
                                        thresholds=args.thresholds or DEFAULT_THRESHOLDS,
-                                       contact_sheet=args.contact_sheet)
+                                       contact_sheet=args.contact_sheet, uld=args.uld)
     write_json_atomic(out, to_jsonable(metrics, nan_as_none=True), trailing_newline=False)
     for scan in metrics["per_scan"]:
         marks = "" if scan["unmarked"] is None else (f", {scan['unmarked']} unmarked; reader nodules found "
@@ -159,6 +163,10 @@ def run_evaluate_false_positives(args: argparse.Namespace) -> int:
     unmarked = metrics["unmarked_per_scan"]
     print(f"{metrics['n_scans']} scan(s) at score >= {metrics['min_score']:.3f}: {metrics['findings_per_scan']:.2f} "
           f"findings per scan" + ("" if unmarked is None else f", {unmarked:.2f} unmarked per scan") + f"; wrote {out}")
+    if "uld" in metrics:
+        uld = metrics["uld"]
+        print(f"ULD at score >= {uld['min_score']:.3f}: {uld['lesions_per_scan']:.2f} lesions per scan (" + ", ".join(
+            f"{s['scan']}: {s['lesions']}" for s in uld["per_scan"]) + ")")
     return 0
 
 
@@ -209,6 +217,9 @@ def add_evaluate_uld_parser(evaluate_subparsers) -> argparse.ArgumentParser:
                    help="Train_Val_Test split to score: 2 validation, 3 test (default %(default)s)")
     p.add_argument("--model", help="ULD model folder (default models/uld or $LUNGLESIONAI_MODELS/uld)")
     p.add_argument("--limit", type=int, help="score only the first N key images")
+    p.add_argument("--mode", choices=["auto", "3d-context", "key-slice"], default="auto",
+                   help="slab input: neighbouring slices as 3-D context, or the key slice replicated (key-slice-only "
+                        "data); auto (default) uses context where the slices are stored; metrics.json says which ran")
     p.set_defaults(func=run_evaluate_uld)
     return p
 
@@ -222,10 +233,10 @@ def run_evaluate_uld(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out}: folder {out.parent} does not exist")
     model = UniversalLesionDetector.load(args.model)
-    metrics = evaluate_deeplesion(model, args.data, args.info, split=args.split, limit=args.limit)
+    metrics = evaluate_deeplesion(model, args.data, args.info, split=args.split, limit=args.limit, mode=args.mode)
     metrics["model"] = model.model_info()
     write_json_atomic(out, to_jsonable(metrics, nan_as_none=True))
     sens = ", ".join(f"{k} FP: {v:.3f}" for k, v in metrics["sensitivity_at_fp"].items())
-    print(f"{metrics['n_images']} images, {metrics['n_lesions']} lesions; sensitivity {sens}; "
-          f"mean {metrics['mean_sensitivity']:.3f}")
+    print(f"{metrics['n_images']} images, {metrics['n_lesions']} lesions ({metrics['mode']} input); sensitivity "
+          f"{sens}; mean {metrics['mean_sensitivity']:.3f}")
     return 0

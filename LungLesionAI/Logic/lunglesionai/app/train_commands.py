@@ -18,6 +18,8 @@ import torch
 
 from lunglesionai.app.arguments import parse_host
 from lunglesionai.datagen.uld_cases import (
+    DEFAULT_HOSTS,
+    HOST_KINDS,
     build_cases,
     validation_config,
 )
@@ -250,8 +252,29 @@ def add_train_uld_parser(train_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default %(default)s)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=d.device, help="where the network trains")
     p.add_argument("--cache-dir", help="keep the built cases here between runs")
+    p.add_argument("--hosts", nargs="+", choices=list(HOST_KINDS), default=list(d.data.hosts),
+                   help="host kinds cycled through (default %(default)s; whole_body and pancreas need their CTs "
+                        "under --data-ct)")
+    p.add_argument("--host-window-mm", type=float, help="cut real hosts to a random z window of this length per case")
+    p.add_argument("--scanner-augmentation", action="store_true", help="re-render each case as another scanner would")
+    p.add_argument("--real-texture", action="store_true", help="lesion noise from the host's own tissue, necrotic "
+                   "centres (lunglesionai.datagen.lesion_appearance)")
+    p.add_argument("--negatives-per-case", type=int, default=d.data.negatives_per_case,
+                   help="lesion-free slabs per case (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="warm-up steps (default %(default)s)")
+    p.add_argument("--init", help="model folder whose weights training starts from (fine-tuning)")
+    p.add_argument("--checkpoint", help="checkpoint file: saved every 100 steps, resumed from when it exists")
+    p.add_argument("--val-seed", type=int, help="seed of the validation cases (default: --seed; 0 gives the "
+                   "first release's validation set)")
     p.set_defaults(func=run_train_uld)
     return p
+
+
+FIRST_RELEASE_DATA = {"hosts": DEFAULT_HOSTS, "host_window_mm": None, "scanner_augmentation": False,
+                      "real_texture": False, "negatives_per_case": ULDTrainConfig().data.negatives_per_case}
+"""Validation cases are always built like the first release's (its hosts and rendering, the seed's val stream), so
+validation numbers of differently trained models are on the same cases."""
 
 
 def run_train_uld(args: argparse.Namespace) -> int:
@@ -260,14 +283,25 @@ def run_train_uld(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     base = ULDTrainConfig()
+    data = replace(base.data, n_cases=args.n_cases, seed=args.seed, hosts=tuple(args.hosts),
+                   host_window_mm=args.host_window_mm, scanner_augmentation=args.scanner_augmentation,
+                   real_texture=args.real_texture, negatives_per_case=args.negatives_per_case)
     config = replace(base, steps=args.steps, seed=args.seed, threads=args.threads, device=args.device,
-                     n_val_cases=args.n_val_cases, data=replace(base.data, n_cases=args.n_cases, seed=args.seed))
+                     n_val_cases=args.n_val_cases, lr=args.lr, warmup_steps=args.warmup_steps, data=data)
+    init_state, init_sha = None, None
+    if args.init:
+        from lunglesionai.nets.model_store import load_model
+
+        _, init_state, init_sha = load_model(args.init, ULD_FORMAT, "lunglesionai train uld")
     start = time.monotonic()
-    train_cases = build_cases(config.data, args.data_ct, args.lidc, args.cache_dir)
-    val_cases = (build_cases(validation_config(config.data, config.n_val_cases), args.data_ct, args.lidc,
-                             args.cache_dir) if config.n_val_cases else [])
+    hosts: dict = {}
+    train_cases = build_cases(config.data, args.data_ct, args.lidc, args.cache_dir, host_cache=hosts)
+    val_seed = args.seed if args.val_seed is None else args.val_seed
+    val_data = replace(config.data, **FIRST_RELEASE_DATA, seed=val_seed)
+    val_cases = (build_cases(validation_config(val_data, config.n_val_cases),
+                             args.data_ct, args.lidc, args.cache_dir, host_cache=hosts) if config.n_val_cases else [])
     data_seconds = time.monotonic() - start
-    result = train_uld(train_cases, config, val_cases)
+    result = train_uld(train_cases, config, val_cases, init_state=init_state, checkpoint=args.checkpoint)
     training = asdict(config)
     state = {k: v.cpu() for k, v in result.detector.network.state_dict().items()}
     sha = save_model(args.out, state, ULD_WEIGHTS_FILE, {
@@ -278,8 +312,10 @@ def run_train_uld(args: argparse.Namespace) -> int:
         "data_seconds": round(data_seconds, 1),
         "validation": result.validation,
         "operating_point": {"min_score": round(result.min_score, 4), "chosen_at_fp_per_image": OPERATING_FP_RATE},
-        "data": "composites: synthetic DeepLesion-class lesions and LIDC-IDRI train-split nodules in two real CTs "
-                "and phantoms; validation: val-split nodules, other seeds. Not clinical data.",
+        "fine_tuned_from": init_sha,
+        "data": f"composites: synthetic DeepLesion-class lesions and LIDC-IDRI train-split nodules in hosts "
+                f"{list(config.data.hosts)} (real CTs and phantoms); validation: val-split nodules in the first "
+                f"release's hosts, seed {val_seed}. Not clinical data.",
     })
     summary = {"out": str(Path(args.out)), "sha256": sha, "train_seconds": round(result.seconds, 1),
                "data_seconds": round(data_seconds, 1), "final_loss": float(np.mean(result.losses[-100:])),

@@ -269,7 +269,8 @@ def estimate_noise_hu(hu: np.ndarray, region: np.ndarray, spacing_zyx_mm) -> flo
 
 
 def paint_lesion(hu: np.ndarray, volume: Volume, spec: LesionSpec, centre_kji: np.ndarray,
-                 rng: np.random.Generator, noise_hu: float) -> LesionTruth:
+                 rng: np.random.Generator, noise_hu: float, *, residual: tuple | None = None,
+                 necrosis: tuple[float, float] | None = None) -> LesionTruth:
     """Render ``spec`` centred at ``centre_kji`` into ``hu`` **in place** (method: module docstring).
 
     Args:
@@ -279,6 +280,10 @@ def paint_lesion(hu: np.ndarray, volume: Volume, spec: LesionSpec, centre_kji: n
         centre_kji: (3,) voxel index of the centre.
         rng: generator of texture and noise.
         noise_hu: standard deviation of the noise added inside the lesion (the host's, :func:`estimate_noise_hu`).
+        residual: optional (residual, valid) of :func:`lunglesionai.datagen.lesion_appearance.tissue_residual`:
+            the lesion's noise is a patch of the host's own tissue residual instead (synthetic noise when no
+            patch fits).
+        necrosis: optional (core scale, core HU): a central core of that relative size at that HU.
 
     Returns:
         The lesion's :class:`LesionTruth`.
@@ -296,15 +301,26 @@ def paint_lesion(hu: np.ndarray, volume: Volume, spec: LesionSpec, centre_kji: n
 
     texture = ndi.gaussian_filter(rng.standard_normal(host.shape).astype(np.float32), TEXTURE_SCALE_MM / spacing)
     texture *= spec.lesion_class.texture_hu / max(float(texture.std()), 1e-6)
-    noise = add_correlated_noise(np.zeros(host.shape, np.float32), tuple(spacing[::-1]), noise_hu,
-                                 NOISE_CORRELATION_MM, rng)
-    hu[box] = host + fraction * (spec.hu + texture + noise - host)
+    value = spec.hu + texture
+    if necrosis is not None:
+        core = _occupancy(spec.scaled(necrosis[0]), lo, hi, centre_kji, spacing, volume.direction_matrix)
+        value = value + ndi.gaussian_filter(core, 1.0 / spacing) * (necrosis[1] - spec.hu)
+    noise = None
+    if residual is not None:
+        from lunglesionai.datagen.lesion_appearance import residual_patch
+
+        noise = residual_patch(residual[0], residual[1], host.shape, rng)
+    if noise is None:
+        noise = add_correlated_noise(np.zeros(host.shape, np.float32), tuple(spacing[::-1]), noise_hu,
+                                     NOISE_CORRELATION_MM, rng)
+    hu[box] = host + fraction * (value + noise - host)
     mask = FindingMask(tuple(int(v) for v in lo), fraction >= MASK_LEVEL)
     return _truth(volume, spec, mask, noise_hu)
 
 
 def place_lesions(volume: Volume, regions: AnatomyRegions, classes: list[str], rng: np.random.Generator,
-                  *, occupied: list[tuple[np.ndarray, float]] | None = None) -> tuple[Volume, list[LesionTruth]]:
+                  *, occupied: list[tuple[np.ndarray, float]] | None = None,
+                  appearance=None) -> tuple[Volume, list[LesionTruth]]:
     """Draw one lesion per entry of ``classes`` and paint it where its class belongs.
 
     A lesion whose class region is empty, or for which no centre is found (region clearance, footprint, image
@@ -317,6 +333,8 @@ def place_lesions(volume: Volume, regions: AnatomyRegions, classes: list[str], r
         classes: class names of :data:`LESION_CLASSES` (repeat a name for several lesions).
         rng: generator of everything random.
         occupied: (centre LPS mm, radius mm) of things to keep clear of (e.g. pasted nodules).
+        appearance: optional :class:`lunglesionai.datagen.lesion_appearance.LesionAppearance` (texture residual
+            from the host's own tissue, necrotic centres); None: synthetic noise only, as before.
 
     Returns:
         (new Volume with the lesions, float32 HU rounded to the host's integer dtype when it has one; truths in
@@ -331,6 +349,11 @@ def place_lesions(volume: Volume, regions: AnatomyRegions, classes: list[str], r
     hu = np.asarray(volume.hu, dtype=np.float32).copy()
     spacing = np.asarray(volume.spacing_mm[::-1], float)
     noise_hu = estimate_noise_hu(hu, regions["fat"] | regions["liver"], spacing)
+    residual = None
+    if appearance is not None and appearance.real_texture:
+        from lunglesionai.datagen.lesion_appearance import tissue_residual
+
+        residual = tissue_residual(hu, regions["body"] & ~regions["lung"], spacing)
     clear = list(occupied or [])
     distances: dict[str, np.ndarray] = {}
     truths = []
@@ -353,7 +376,12 @@ def place_lesions(volume: Volume, regions: AnatomyRegions, classes: list[str], r
         if centre is None:
             logger.info("no room for %s in %s", name, volume.source or "volume")
             continue
-        truth = paint_lesion(hu, volume, spec, centre, rng, noise_hu)
+        necrosis = None
+        if appearance is not None:
+            from lunglesionai.datagen.lesion_appearance import draw_necrosis
+
+            necrosis = draw_necrosis(name, 2.0 * float(spec.semi_axes_mm.max()), appearance, rng)
+        truth = paint_lesion(hu, volume, spec, centre, rng, noise_hu, residual=residual, necrosis=necrosis)
         truths.append(truth)
         clear.append((np.asarray(truth.center_lps_mm), spec.extent_mm))
     if np.issubdtype(np.asarray(volume.hu).dtype, np.integer):

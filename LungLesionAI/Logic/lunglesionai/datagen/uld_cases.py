@@ -40,6 +40,7 @@ from lunglesionai.stages.universal_lesions.grid import SliceGrid, label_grid, ma
 __all__ = [
     "HOST_FILES",
     "HOST_KINDS",
+    "DEFAULT_HOSTS",
     "GridLesion",
     "SlabSample",
     "ULDCase",
@@ -54,8 +55,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Real host CTs under ``--data-ct`` (``../shared/data/ct``).
-HOST_FILES = {"chest": "chest_ct_crop_1p5mm.nii.gz", "abdomen": "abdomen_lung_base_dicom"}
-HOST_KINDS = ("chest", "abdomen", "phantom")
+HOST_FILES = {"chest": "chest_ct_crop_1p5mm.nii.gz", "abdomen": "abdomen_lung_base_dicom",
+              "whole_body": "tcga_thca_whole_body_ct.nii.gz", "pancreas": "pancreas_ct_abdomen.nii.gz"}
+HOST_KINDS = ("chest", "abdomen", "phantom", "whole_body", "pancreas")
+DEFAULT_HOSTS = ("chest", "abdomen", "phantom")
+"""The hosts of the first release (the others: the whole-body CT (neck to thigh) and the pancreas abdomen CT)."""
 SPLIT_STREAMS = {"train": 0, "val": 1}
 MIN_LUNG_ML_FOR_NODULES = 50.0
 CACHE_VERSION = 1
@@ -76,6 +80,12 @@ class ULDDataConfig:
         min_area_fraction: a lesion's slice gets a box when its cross-section is at least this share of the
             largest.
         positives_per_lesion, negatives_per_case: slabs drawn per lesion (its key slice first) and per case.
+        host_window_mm: real hosts longer than this along z are cut to a random window of this length per case
+            (varied anatomy per case, and a whole-body CT stays fast to paint); None: the whole host.
+        scanner_augmentation: re-render each case (after the lesions are in) as another scanner would
+            (:func:`lunglesionai.datagen.scanner_augmentation.augment_scan`, default ranges).
+        real_texture: lesions carry the host's own tissue residual as noise and may have necrotic centres
+            (:class:`lunglesionai.datagen.lesion_appearance.LesionAppearance`).
         network: the grid and classes (``pixel_spacing_mm``, ``slice_spacing_mm``, ``lesion_types``).
 
     Raises:
@@ -85,13 +95,16 @@ class ULDDataConfig:
     n_cases: int = 60
     seed: int = 0
     split: str = "train"
-    hosts: tuple[str, ...] = HOST_KINDS
+    hosts: tuple[str, ...] = DEFAULT_HOSTS
     lesions_per_case: int = 8
     nodules_per_case: int = 3
     phantom_preset: str = "small"
     min_area_fraction: float = 0.25
     positives_per_lesion: int = 3
     negatives_per_case: int = 6
+    host_window_mm: float | None = None
+    scanner_augmentation: bool = False
+    real_texture: bool = False
     network: ULDConfig = field(default_factory=ULDConfig)
 
     def __post_init__(self) -> None:
@@ -105,6 +118,7 @@ class ULDDataConfig:
             "min_area_fraction": 0.0 < self.min_area_fraction <= 1.0,
             "positives_per_lesion": self.positives_per_lesion >= 1,
             "negatives_per_case": self.negatives_per_case >= 0,
+            "host_window_mm": self.host_window_mm is None or self.host_window_mm >= 20.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -115,6 +129,9 @@ class ULDDataConfig:
         data = asdict(self)
         for unused in ("positives_per_lesion", "negatives_per_case", "n_cases"):
             data.pop(unused)
+        for new_field in ("host_window_mm", "scanner_augmentation", "real_texture"):  # first-release keys unchanged
+            if not data[new_field]:
+                data.pop(new_field)
         text = json.dumps({"v": CACHE_VERSION, **data}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -179,7 +196,7 @@ def case_lesion_classes(available: list[str], n: int, rng: np.random.Generator) 
 
 
 def build_cases(config: ULDDataConfig, data_ct: str | os.PathLike, lidc_dir: str | os.PathLike | None = None,
-                cache_dir: str | os.PathLike | None = None) -> list[ULDCase]:
+                cache_dir: str | os.PathLike | None = None, *, host_cache: dict | None = None) -> list[ULDCase]:
     """Cases 0…n_cases−1 of ``config`` (deterministic; case ``i`` does not depend on ``n_cases``).
 
     Args:
@@ -187,6 +204,8 @@ def build_cases(config: ULDDataConfig, data_ct: str | os.PathLike, lidc_dir: str
         data_ct: folder with the real host CTs (:data:`HOST_FILES`); needed when ``hosts`` names a real host.
         lidc_dir: ``lidc_voi`` folder; None pastes no LIDC nodules (phantom nodules stay lung lesions).
         cache_dir: when given, each case is stored there (``.npz`` + JSON) and reused by later calls.
+        host_cache: a dict reused between calls for the loaded real hosts and their regions (a whole-body host
+            takes minutes to prepare); None: a fresh one.
 
     Returns:
         The cases, in order. Logs "case i/N".
@@ -197,7 +216,7 @@ def build_cases(config: ULDDataConfig, data_ct: str | os.PathLike, lidc_dir: str
     from lunglesionai.datagen.composites import NoduleSource
 
     source = NoduleSource(lidc_dir, config.split) if lidc_dir is not None and config.nodules_per_case else None
-    hosts: dict[str, tuple] = {}
+    hosts: dict[str, tuple] = {} if host_cache is None else host_cache
     children = np.random.SeedSequence([config.seed, SPLIT_STREAMS[config.split]]).spawn(config.n_cases)
     cases = []
     for i, child in enumerate(children):
@@ -239,10 +258,20 @@ def build_case(case_id: str, kind: str, seed: np.random.SeedSequence, config: UL
             occupied.append((np.asarray(t["center_lps_mm"], float), 0.5 * float(t["diameter_mm"]) + 2.0))
     available = [n for n, c in LESION_CLASSES.items() if regions[c.region].any()
                  and (not c.relative_to_liver or regions.liver_hu is not None)]
+    appearance = None
+    if config.real_texture:
+        from lunglesionai.datagen.lesion_appearance import LesionAppearance
+
+        appearance = LesionAppearance()
     volume, placed = place_lesions(volume, regions, case_lesion_classes(available, config.lesions_per_case, rng),
-                                   rng, occupied=occupied)
+                                   rng, occupied=occupied, appearance=appearance)
     lesions += [(t.lesion_class, t.lesion_type, t.bbox_lps_mm, t.mask) for t in placed]
-    return _on_grid(case_id, kind, volume, lesions, config)
+    image = volume
+    if config.scanner_augmentation:
+        from lunglesionai.datagen.scanner_augmentation import augment_scan
+
+        image, _, _ = augment_scan(volume, lung, rng)
+    return _on_grid(case_id, kind, volume, lesions, config, image=image)
 
 
 def _host(kind: str, rng: np.random.Generator, config: ULDDataConfig, data_ct, hosts: dict):
@@ -263,12 +292,36 @@ def _host(kind: str, rng: np.random.Generator, config: ULDDataConfig, data_ct, h
         lung = permutation.apply(host.lung_mask) if not permutation.is_identity else host.lung_mask
         hosts[kind] = (volume, lung, anatomy_regions(volume, lung))
     volume, lung, regions = hosts[kind]
+    if config.host_window_mm is not None:
+        volume, lung, regions = _z_window(volume, lung, regions, config.host_window_mm, rng)
     return volume, lung, (), (), regions
 
 
-def _on_grid(case_id: str, host: str, volume: Volume, lesions: list, config: ULDDataConfig) -> ULDCase:
+def _z_window(volume: Volume, lung: np.ndarray, regions, length_mm: float, rng: np.random.Generator):
+    """A random window of ``length_mm`` along z (LPS-ordered host) of the volume, its lung mask and regions;
+    hosts not longer than that are returned whole. One random number is drawn either way."""
+    from lunglesionai.datagen.lesion_regions import AnatomyRegions
+
+    n = int(round(length_mm / volume.spacing_mm[2]))
+    start = rng.random()
+    if n >= volume.shape_zyx[0]:
+        return volume, lung, regions
+    k0 = int(start * (volume.shape_zyx[0] - n + 1))
+    window = slice(k0, k0 + n)
+    origin = volume.kji_to_lps([[k0, 0, 0]])[0]
+    cut = Volume(volume.hu[window], volume.spacing_mm, tuple(float(v) for v in origin), volume.direction,
+                 volume.source)
+    masks = {name: mask[window] for name, mask in regions.masks.items()}
+    liver_hu = regions.liver_hu if masks["liver"].any() else None
+    return cut, lung[window], AnatomyRegions(masks, liver_hu, regions.spacing_zyx_mm, regions.volumes_ml)
+
+
+def _on_grid(case_id: str, host: str, volume: Volume, lesions: list, config: ULDDataConfig,
+             image: Volume | None = None) -> ULDCase:
+    """The case on the ULD grid; ``image`` (default ``volume``) is what the grid shows (e.g. the scanner-augmented
+    CT, same LPS geometry), the lesion masks are on ``volume``'s grid."""
     network = config.network
-    grid = slice_grid(volume, network)
+    grid = slice_grid(volume if image is None else image, network)
     labels = np.zeros(volume.shape_zyx, np.uint16)
     for n, (_, _, _, mask) in enumerate(lesions, start=1):
         mask.paste_into(labels, n)

@@ -13,6 +13,13 @@ the key slice), ``Key_slice_index``, ``Bounding_boxes`` (``x0, y0, x1, y1``, 0-b
 model's slice spacing around the key slice (linear interpolation between the stored slices, clamped to
 ``Slice_range``), resampled in-plane to the model's pixel size (Gaussian anti-aliasing, then linear), windowed.
 Its :meth:`KeySlab.to_original` maps boxes back to the PNG's pixel frame.
+
+**Key-slice-only data** (some DeepLesion-format exports hold only the key slice of each lesion): the documented
+fallback is the key slice replicated as its own context (all ``n_slices`` slab slices equal to it), the input the
+network sees for a lesion thinner than one slice; :data:`SLAB_MODES` names the two modes, and ``mode="auto"`` picks
+"key-slice" when a context slice the slab needs is missing (or ``Slice_range`` holds only the key slice). The
+network was trained with 3-D context, so key-slice scores are lower than with context (measured in
+``models/uld/uld.card.md``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from lunglesionai.core.vocabulary import DEEPLESION_TYPES
 __all__ = [
     "PNG_HU_OFFSET",
     "REQUIRED_COLUMNS",
+    "SLAB_MODES",
     "DeepLesionError",
     "DeepLesionRecord",
     "KeySlab",
@@ -46,6 +54,8 @@ PNG_HU_OFFSET = 32768
 """DeepLesion PNG value = HU + this."""
 REQUIRED_COLUMNS = ("File_name", "Key_slice_index", "Bounding_boxes", "Coarse_lesion_type", "Slice_range",
                     "Spacing_mm_px_", "Train_Val_Test")
+SLAB_MODES = ("3d-context", "key-slice")
+"""How a key slab is made: neighbouring slices as context, or the key slice replicated (key-slice-only data)."""
 FWHM_PER_SIGMA = 2.3548
 AIR_HU = -1024.0
 
@@ -190,11 +200,13 @@ class KeySlab:
         image: (C·n, X, Y) float32 windowed slab (X, Y multiples of 32).
         scale: (sx, sy) original pixels per slab pixel.
         shape_yx: the PNG's (rows, columns).
+        mode: "3d-context" or "key-slice" (:data:`SLAB_MODES`).
     """
 
     image: np.ndarray
     scale: tuple[float, float]
     shape_yx: tuple[int, int]
+    mode: str = "3d-context"
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
         """(N, 4) slab-pixel boxes (x0, y0, x1, y1) → the PNG's pixel frame (edges at half-integers)."""
@@ -214,24 +226,37 @@ class SlabGrid(Protocol):
     hu_windows: tuple[tuple[float, float], ...]
 
 
-def load_key_slab(data_dir: str | os.PathLike, group: list[DeepLesionRecord], config: "SlabGrid") -> KeySlab:
+def load_key_slab(data_dir: str | os.PathLike, group: list[DeepLesionRecord], config: "SlabGrid",
+                  mode: str = "auto") -> KeySlab:
     """The slab of ``config.n_slices`` slices at ``config.slice_spacing_mm`` around one key slice.
 
     Args:
         data_dir: the DeepLesion folder (or its Images_png folder).
         group: the records of one key image (:func:`key_images`); the first gives geometry and slice range.
         config: grid, slices and windows of the model (a ``lunglesionai.nets.mp3d.ULDConfig``).
+        mode: "3d-context" (neighbours required), "key-slice" (the key slice replicated as its own context) or
+            "auto" (context when every needed neighbour is stored, else key-slice; module docstring).
 
     Returns:
-        :class:`KeySlab`.
+        :class:`KeySlab` (its ``mode`` says which ran).
 
     Raises:
         DeepLesionError: a needed slice is missing or unreadable, or slices differ in size.
+        ValueError: unknown ``mode``.
     """
+    if mode not in ("auto", *SLAB_MODES):
+        raise ValueError(f"slab mode must be 'auto', {' or '.join(repr(m) for m in SLAB_MODES)}; got {mode!r}")
     record = group[0]
     half = config.n_slices // 2
     offsets = (np.arange(config.n_slices) - half) * config.slice_spacing_mm / record.spacing_mm[2]
     positions = np.clip(record.key_slice + offsets, *record.slice_range)
+    if mode == "auto":
+        needed = {int(np.floor(z)) + d for z in positions for d in (0, 1) if d == 0 or z - np.floor(z) > 1e-6}
+        context = record.slice_range[1] > record.slice_range[0] and all(
+            slice_path(data_dir, record.folder, k).is_file() for k in needed)
+        mode = "3d-context" if context else "key-slice"
+    if mode == "key-slice":
+        positions = np.full(config.n_slices, float(record.key_slice))
     cache: dict[int, np.ndarray] = {}
 
     def stored(index: int) -> np.ndarray:
@@ -252,7 +277,7 @@ def load_key_slab(data_dir: str | os.PathLike, group: list[DeepLesionRecord], co
     resampled = _resample_in_plane(stack, scale, config.size_divisible)
     channels = window_hu_channels(resampled, config.hu_windows)  # (C, n, Y, X)
     image = channels.transpose(0, 1, 3, 2).reshape(-1, resampled.shape[2], resampled.shape[1])
-    return KeySlab(np.ascontiguousarray(image), scale, tuple(stack.shape[1:]))
+    return KeySlab(np.ascontiguousarray(image), scale, tuple(stack.shape[1:]), mode)
 
 
 def _resample_in_plane(stack: np.ndarray, scale: tuple[float, float], divisor: int) -> np.ndarray:

@@ -217,7 +217,8 @@ def evaluate_cases(detector, cases, config, *, device: str = "cpu") -> dict:
 
 
 def evaluate_deeplesion(model, data_dir: str | os.PathLike, info_csv: str | os.PathLike, *, split: int = 3,
-                        limit: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+                        limit: int | None = None, progress: Callable[[int, int], None] | None = None,
+                        mode: str = "auto") -> dict:
     """Score a :class:`lunglesionai.stages.universal_lesions.detector.UniversalLesionDetector` on DeepLesion key slices of one split.
 
     Args:
@@ -227,27 +228,32 @@ def evaluate_deeplesion(model, data_dir: str | os.PathLike, info_csv: str | os.P
         split: ``Train_Val_Test`` value (1 train, 2 validation, 3 test).
         limit: score only the first ``limit`` key images (None: all).
         progress: ``progress(i, n)`` after each image.
+        mode: slab mode of :func:`lunglesionai.datasets.deeplesion.load_key_slab`: "auto" (3-D context when the
+            neighbouring slices are stored, else the key slice replicated), "3d-context" or "key-slice".
 
     Returns:
-        :func:`uld_metrics` plus ``split`` and ``n_skipped`` (images whose slices could not be read).
+        :func:`uld_metrics` plus ``split``, ``n_skipped`` (images whose slices could not be read), ``mode`` (the
+        mode every image ran in: "3d-context" or "key-slice"; "mixed" when both ran) and ``n_images_by_mode``.
 
     Raises:
         lunglesionai.datasets.deeplesion.DeepLesionError: malformed table, or no record of ``split``.
+        ValueError: unknown ``mode``.
     """
-    from lunglesionai.datasets.deeplesion import DeepLesionError, key_images, load_key_slab, read_dl_info
+    from lunglesionai.datasets.deeplesion import SLAB_MODES, DeepLesionError, key_images, load_key_slab, read_dl_info
 
     records = read_dl_info(info_csv, split=split)
     groups = key_images(records)
     if limit is not None:
         groups = groups[:limit]
-    images, skipped = [], 0
+    images, skipped, modes = [], 0, {m: 0 for m in SLAB_MODES}
     for n, group in enumerate(groups, start=1):
         try:
-            slab = load_key_slab(data_dir, group, model.config)
+            slab = load_key_slab(data_dir, group, model.config, mode)
         except DeepLesionError as error:
             logger.warning("skipped %s: %s", group[0].file_name, error)
             skipped += 1
             continue
+        modes[slab.mode] += 1
         boxes, scores, _ = model.predict_slab(slab.image)
         images.append(ImageDetections(group[0].file_name, slab.to_original(boxes), scores,
                                       np.asarray([r.box_edges for r in group]),
@@ -256,7 +262,9 @@ def evaluate_deeplesion(model, data_dir: str | os.PathLike, info_csv: str | os.P
             progress(n, len(groups))
         logger.info("image %d/%d", n, len(groups))
     metrics = uld_metrics(images)
-    metrics.update(split=split, n_skipped=skipped)
+    ran = [m for m, count in modes.items() if count]
+    metrics.update(split=split, n_skipped=skipped, mode=ran[0] if len(ran) == 1 else "mixed",
+                   n_images_by_mode=modes)
     return metrics
 
 

@@ -18,6 +18,12 @@ Protocol, per scan (a CT file or a DICOM series folder; with ``lidc_xml`` each f
    number of false positives ``evaluate detection --lidc-xml`` counts at the same operating point;
 3. per operating point: findings per scan (mean over scans) and unmarked per scan (mean over scans with marks).
 
+With ``uld`` the universal lesion detector runs too (at the lowest of ``uld_thresholds`` and its own operating
+point) and its lesions are counted apart (``uld`` key): lesions per scan and per cm of z at each threshold, the
+same way (a threshold applied afterwards keeps the lesions whose best box reaches it; a run at that threshold can
+link and merge boxes slightly differently), unmarked where reader marks exist, and shown on the contact sheet
+(grey frames without marks). Lesions at reported nodules or masses are not counted (the pipeline merges them).
+
 Numbers are for the scans given and say nothing about sensitivity: use ``evaluate detection`` for that. The
 LUNA16 rule is from Setio et al., Med Image Anal 42:1-13, 2017, doi:10.1016/j.media.2017.06.015; LIDC-IDRI from
 Armato et al., Med Phys 38(2):915-931, 2011, doi:10.1118/1.3528204.
@@ -42,6 +48,8 @@ from lunglesionai.evaluation.metrics.luna16_hits import FALSE_POSITIVE, match_lu
 __all__ = [
     "CONTACT_FOV_MM",
     "DEFAULT_THRESHOLDS",
+    "LESION_WINDOW_HU",
+    "ULD_THRESHOLDS",
     "UNMARKED_RULE",
     "ScanSource",
     "contact_sheet_png",
@@ -55,12 +63,17 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = tuple(round(0.3 + 0.05 * n, 2) for n in range(13))
 """Operating points reported besides the default one: 0.30, 0.35, ..., 0.90."""
+ULD_THRESHOLDS = tuple(round(0.5 + 0.05 * n, 2) for n in range(10))
+"""ULD operating points reported besides the model's: 0.50, 0.55, ..., 0.95."""
 CONTACT_FOV_MM = 48.0
 """Side of each finding's axial crop on the contact sheet, mm."""
+LESION_WINDOW_HU = (-160.0, 240.0)
+"""Soft-tissue window (W 400 / L 40) ULD lesions are shown in."""
+_LUNG_WINDOW_HU = (-1350.0, 150.0)  # W 1500 / L -600: the window of the thumbnails
 CT_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 """Files of the images folder read as CT (:func:`lunglesionai.io.ct_files.load_volume`); others are skipped."""
 LUNG_FINDING_KINDS = ("nodule", "mass")
-"""Finding kinds counted: the lung pipeline's nodules and masses (ULD lesions are not run)."""
+"""Finding kinds counted as nodule findings: the lung pipeline's nodules and masses (ULD lesions apart, ``uld``)."""
 UNMARKED_RULE = (
     "LUNA16 hit rule (match_luna16) with every reader-marked nodule >= 3 mm (any number of readers; consensus centre, "
     "equivalent diameter) as reference and every nodule < 3 mm and non-nodule as excluded (radius 5 mm): a finding "
@@ -174,6 +187,8 @@ def evaluate_false_positives(
     pipeline_config=None,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     contact_sheet: str | os.PathLike | None = None,
+    uld: bool = False,
+    uld_thresholds: Sequence[float] = ULD_THRESHOLDS,
 ) -> dict:
     """Nodule findings per real scan at several operating points, unmarked ones where reader marks exist.
 
@@ -185,6 +200,8 @@ def evaluate_false_positives(
         thresholds: further operating points (scores in [0, 1]).
         contact_sheet: a ``.png`` file (one scan only) or a folder (created; ``<scan>.png`` per scan): the
             findings at the default operating point as axial crops (:func:`contact_sheet_png`); None: none.
+        uld: also run universal lesion detection and count its lesions (module docstring; ``uld`` key).
+        uld_thresholds: ULD operating points reported besides the model's (or ``pipeline_config.uld_min_score``).
 
     Returns:
         JSON-ready dict: ``n_scans``, ``min_score`` (the default operating point), ``findings_per_scan`` and
@@ -192,7 +209,9 @@ def evaluate_false_positives(
         ([{"scan", "findings", "unmarked", "reader_nodules", "reader_nodules_found"}]; None where the scan has no
         marks), ``operating_points`` ([{"min_score", "findings_per_scan", "unmarked_per_scan", "per_scan"}]),
         ``findings`` (every finding of the min-score-0 run: scan, id, center_lps_mm, score, diameter_mm, unmarked),
-        ``unmarked_rule``, ``timings_s``, ``pipeline``, ``note``.
+        ``unmarked_rule``, ``timings_s``, ``pipeline``, ``note``; with ``uld`` also ``uld``: ``{"min_score",
+        "lesions_per_scan", "per_scan": [{"scan", "lesions", "unmarked", "z_extent_cm", "lesions_per_cm"}],
+        "operating_points": [{"min_score", "lesions_per_scan", "per_scan"}], "lesions": [rows]}``.
 
     Raises:
         FileNotFoundError: no scan in ``images_dir``.
@@ -212,8 +231,12 @@ def evaluate_false_positives(
     sources = find_scan_sources(images_dir, lidc_xml=lidc_xml)
     sheet_paths = _contact_sheet_paths(contact_sheet, sources)
     default = default_min_score(config)
-    run_config = replace(config, min_score=0.0, uld=False)
-    rows, timings, sheets = [], {}, {}
+    uld_default = _uld_default(config) if uld else None
+    uld_points = sorted({round(float(t), 4) for t in uld_thresholds} | {round(uld_default, 4)}) if uld else []
+    if any(not 0.0 <= t <= 1.0 for t in uld_points):
+        raise ValueError(f"ULD thresholds must lie within [0, 1], got {list(uld_thresholds)}")
+    run_config = replace(config, min_score=0.0, uld=uld, uld_min_score=min(uld_points) if uld else None)
+    rows, lesion_rows, z_cm, timings, sheets = [], [], {}, {}, {}
     for i, source in enumerate(sources, start=1):
         logger.info("case %d/%d: %s", i, len(sources), source.name)
         start = time.perf_counter()
@@ -224,8 +247,15 @@ def evaluate_false_positives(
         unmarked = (unmarked_findings([f.center_lps_mm for f in nodules], source.lidc) if source.lidc
                     else [None] * len(nodules))
         rows += [_finding_row(source.name, f, u) for f, u in zip(nodules, unmarked)]
+        lesions = [f for f in report.findings if f.kind == "lesion"]
+        lesion_unmarked = (unmarked_findings([f.center_lps_mm for f in lesions], source.lidc) if source.lidc
+                           else [None] * len(lesions))
+        lesion_rows += [{**_finding_row(source.name, f, u), "lesion_type": f.extra.get("lesion_type"),
+                         "box_size_mm": f.extra.get("box_size_mm")} for f, u in zip(lesions, lesion_unmarked)]
+        z_cm[source.name] = round(volume.shape_zyx[0] * volume.spacing_mm[2] / 10.0, 2)
         if sheet_paths:
             shown = [(f, u) for f, u in zip(nodules, unmarked) if _shown(f.kind, f.detection_score, default)]
+            shown += [(f, u) for f, u in zip(lesions, lesion_unmarked) if (f.detection_score or 0.0) >= uld_default]
             sheets[source.name] = contact_sheet_png(volume, shown, f"{source.name}: {len(shown)} finding(s), "
                                                                   f"score >= {default:.2f}")
     for name, png in sheets.items():  # only once every scan was analysed
@@ -233,6 +263,7 @@ def evaluate_false_positives(
         write_file_atomic(sheet_paths[name], lambda tmp, data=png: tmp.write_bytes(data))
     points = sorted({round(float(t), 4) for t in thresholds} | {round(default, 4)})
     at_default = _operating_point(sources, rows, default)
+    extra = {"uld": _uld_summary(sources, lesion_rows, z_cm, uld_default, uld_points)} if uld else {}
     return {
         "n_scans": len(sources),
         "min_score": default,
@@ -247,7 +278,36 @@ def evaluate_false_positives(
         "pipeline": {**asdict(config), "min_score": default},
         "note": "one pipeline run per scan at min_score 0; an operating point keeps the findings with score >= it "
                 "(the set a run at that point reports, up to duplicate merging)",
+        **extra,
     }
+
+
+def _uld_default(config) -> float:
+    """The ULD operating point of ``config``: its ``uld_min_score``, else the installed model's."""
+    from lunglesionai.stages.nodule_detection import load_learned_model
+
+    if config.uld_min_score is not None:
+        return float(config.uld_min_score)
+    return float(load_learned_model("uld", config.uld_model_dir).settings().min_score)
+
+
+def _uld_summary(sources: list, rows: list, z_cm: dict, default: float, points: list) -> dict:
+    """Lesions per scan (and per cm of z) at the ULD operating point and at each threshold."""
+
+    def at(threshold: float) -> dict:
+        per_scan = []
+        for source in sources:
+            kept = [r for r in rows if r["scan"] == source.name and r["score"] >= threshold]
+            per_scan.append({"scan": source.name, "lesions": len(kept),
+                             "unmarked": sum(r["unmarked"] for r in kept) if source.lidc else None,
+                             "z_extent_cm": z_cm[source.name],
+                             "lesions_per_cm": round(len(kept) / z_cm[source.name], 3) if z_cm[source.name] else None})
+        return {"min_score": threshold, "lesions_per_scan": float(np.mean([s["lesions"] for s in per_scan])),
+                "per_scan": per_scan}
+
+    current = at(default)
+    return {"min_score": default, "lesions_per_scan": current["lesions_per_scan"], "per_scan": current["per_scan"],
+            "operating_points": [at(t) for t in points], "lesions": rows}
 
 
 def _shown(kind: str, score: Optional[float], threshold: float) -> bool:
@@ -302,10 +362,35 @@ def _contact_sheet_paths(target, sources: list) -> dict:
     return {s.name: check_output_file(target / f"{s.name}.png") for s in sources}
 
 
+def _lesion_view(volume_lps, finding):
+    """(volume crop in a soft-tissue window, its box outline mask, centre kji in the crop, half FOV mm) of a ULD
+    lesion: the crop's HU are mapped so that the thumbnails' lung window shows W 400 / L 40 (:data:`LESION_WINDOW_HU`),
+    the field of view is the larger of :data:`CONTACT_FOV_MM` and 1.5 times the box, and the outline is its box."""
+    from lunglesionai.core.findings import FindingMask
+    from lunglesionai.core.volume import Volume
+
+    lo_lps, hi_lps = np.min(finding.bbox_lps_mm, axis=0), np.max(finding.bbox_lps_mm, axis=0)
+    half_fov = max(CONTACT_FOV_MM, 1.5 * float(max(hi_lps[:2] - lo_lps[:2]))) / 2
+    spacing = np.asarray(volume_lps.spacing_mm[::-1], float)
+    centre = np.round(volume_lps.lps_to_kji([finding.center_lps_mm])[0]).astype(int)
+    half = np.ceil(half_fov / spacing).astype(int) + 1
+    lo = np.clip(centre - half, 0, np.asarray(volume_lps.shape_zyx) - 1)
+    hi = np.clip(centre + half + 1, lo + 1, volume_lps.shape_zyx)
+    crop = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    low, high = LESION_WINDOW_HU
+    hu = (np.asarray(volume_lps.hu[crop], np.float32) - low) * (_LUNG_WINDOW_HU[1] - _LUNG_WINDOW_HU[0]) / (high - low)
+    shown = Volume(hu + _LUNG_WINDOW_HU[0], volume_lps.spacing_mm, tuple(volume_lps.kji_to_lps(lo[None])[0]),
+                   volume_lps.direction, volume_lps.source)
+    box_lo = np.floor(shown.lps_to_kji(lo_lps[None])[0]).astype(int)
+    box_hi = np.ceil(shown.lps_to_kji(hi_lps[None])[0]).astype(int)
+    box_lo, box_hi = np.minimum(box_lo, box_hi), np.maximum(box_lo, box_hi) + 1
+    return shown, FindingMask(tuple(int(v) for v in box_lo), np.ones(box_hi - box_lo, bool)), centre - lo, half_fov
+
+
 def contact_sheet_png(volume, findings: Sequence, title: str, *, columns: int = _COLUMNS) -> bytes:
     """A grid of the findings' axial crops (lung window W 1500 / L -600, :data:`CONTACT_FOV_MM` wide, outline in the
-    finding's mask) with "id score diameter" under each; frames: green on a reader mark, red unmarked, grey without
-    marks.
+    finding's mask; ULD lesions in a soft-tissue window with their box as outline, :func:`_lesion_view`) with
+    "id score diameter" under each; frames: green on a reader mark, red unmarked, grey without marks.
 
     Args:
         volume: the CT (:class:`lunglesionai.core.volume.Volume`, ``hu`` (Z, Y, X), any orientation; shown in LPS
@@ -325,9 +410,13 @@ def contact_sheet_png(volume, findings: Sequence, title: str, *, columns: int = 
     volume_lps, permutation = reorient_to_lps(volume)
     tiles = []
     for finding, unmarked in findings:
-        mask = finding.mask.reoriented(permutation) if finding.mask is not None else None
-        centre = volume_lps.lps_to_kji([finding.center_lps_mm])[0]
-        axial = finding_thumbnails(volume_lps, mask, centre, CONTACT_FOV_MM / 2, (1.0, 0.85, 0.0), _TILE_PX).axial
+        if finding.kind == "lesion":
+            shown, mask, centre, half_fov = _lesion_view(volume_lps, finding)
+        else:
+            shown, half_fov = volume_lps, CONTACT_FOV_MM / 2
+            mask = finding.mask.reoriented(permutation) if finding.mask is not None else None
+            centre = volume_lps.lps_to_kji([finding.center_lps_mm])[0]
+        axial = finding_thumbnails(shown, mask, centre, half_fov, (1.0, 0.85, 0.0), _TILE_PX).axial
         tile = Image.new("RGB", (_TILE_PX + 8, _TILE_PX + 8 + _LABEL_PX), _FRAME[None if unmarked is None
                                                                                   else not unmarked])
         crop = Image.open(io.BytesIO(axial)).convert("RGB")

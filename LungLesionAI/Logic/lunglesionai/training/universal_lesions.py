@@ -19,8 +19,10 @@ configs, validation metrics, operating point).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 BODY_HU = -500.0
 MIN_BOX_KEEP = 0.5
 """A box cut by the crop is kept when at least this share of its area stays inside."""
+CHECKPOINT_EVERY = 100
+"""Steps between checkpoints (``train_uld(checkpoint=...)``)."""
 OPERATING_FP_RATE = 0.5
 """The stored operating point: the lowest score whose validation FPs per image stay at or below this (DeepLesion's
 strictest reported rate: a whole scan has many slices, and linked lesions add up their slices' false positives)."""
@@ -165,8 +169,16 @@ def _boxes_in_crop(boxes: np.ndarray, labels: np.ndarray, size: int, clip) -> tu
 
 
 def train_uld(train_cases: list[ULDCase], config: ULDTrainConfig, val_cases: list[ULDCase] | None = None,
-              progress_every: int = 50) -> TrainResult:
+              progress_every: int = 50, *, init_state: dict | None = None,
+              checkpoint: str | os.PathLike | None = None, checkpoint_every: int = CHECKPOINT_EVERY) -> TrainResult:
     """Train the detector on ``train_cases`` and score it on ``val_cases`` (method: module docstring).
+
+    Args:
+        train_cases, config, val_cases: data and settings.
+        progress_every: log the mean loss every this many steps.
+        init_state: network weights to start from (fine-tuning a released model); None: random initialisation.
+        checkpoint: a file where the network, optimiser and sampler state are saved every ``checkpoint_every``
+            steps (atomically); when it exists, training resumes from it (same config and cases assumed).
 
     Raises:
         ValueError: no training case holds a lesion.
@@ -184,13 +196,16 @@ def train_uld(train_cases: list[ULDCase], config: ULDTrainConfig, val_cases: lis
     if not positives:
         raise ValueError("no training case holds a lesion box; nothing to learn")
     detector = build_uld_detector(config.data.network, training=True)
+    if init_state is not None:
+        detector.network.load_state_dict(init_state)
     detector.network.to(config.device)
     detector.train()
     optimiser = torch.optim.AdamW(detector.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
     start = time.monotonic()
     n_pos = (config.batch_size + 1) // 2
-    for step in range(config.steps):
+    first = _resume(checkpoint, detector, optimiser, rng, losses)
+    for step in range(first, config.steps):
         batch = ([positives[i] for i in rng.integers(len(positives), size=n_pos)]
                  + [negatives[i] for i in rng.integers(len(negatives), size=config.batch_size - n_pos)])
         images, targets = make_batch(train_cases, batch, config, rng)
@@ -201,6 +216,8 @@ def train_uld(train_cases: list[ULDCase], config: ULDTrainConfig, val_cases: lis
         loss = terms[detector.cls_key] + terms[detector.box_reg_key]
         losses.append(scheduled_step(optimiser, loss, step, config.steps, config.warmup_steps, config.lr,
                                      clip_norm=10.0))
+        if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
+            _save_checkpoint(checkpoint, step + 1, detector, optimiser, rng, losses)
         if (step + 1) % progress_every == 0:
             logger.info("step %d/%d loss %.4f %.0f s", step + 1, config.steps, np.mean(losses[-progress_every:]),
                         time.monotonic() - start)
@@ -212,3 +229,25 @@ def train_uld(train_cases: list[ULDCase], config: ULDTrainConfig, val_cases: lis
         chosen = validation["score_at_fp"].get(f"{OPERATING_FP_RATE:g}")
         min_score = chosen if chosen is not None else min_score
     return TrainResult(detector, losses, seconds, validation, float(min_score))
+
+
+def _save_checkpoint(path, step: int, detector, optimiser, rng: np.random.Generator, losses: list[float]) -> None:
+    """Network, optimiser, sampler state and losses after ``step`` steps, written atomically."""
+    from lunglesionai.core.output_folder import write_file_atomic
+
+    state = {"step": step, "network": detector.network.state_dict(), "optimiser": optimiser.state_dict(),
+             "rng": rng.bit_generator.state, "losses": list(losses)}
+    write_file_atomic(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def _resume(path, detector, optimiser, rng: np.random.Generator, losses: list[float]) -> int:
+    """Load a checkpoint of :func:`_save_checkpoint` when ``path`` exists; returns the step to continue from."""
+    if path is None or not Path(path).is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    detector.network.load_state_dict(state["network"])
+    optimiser.load_state_dict(state["optimiser"])
+    rng.bit_generator.state = state["rng"]
+    losses.extend(state["losses"])
+    logger.info("resumed from %s at step %d", path, state["step"])
+    return int(state["step"])
