@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from lunglesionai.core.findings import Finding, FindingMask, InputInfo, Report
+from lunglesionai.core.findings import Finding, InputInfo, Report
 from lunglesionai.core.volume import ijk_to_lps_matrix
 from lunglesionai.mrml import review
 from lunglesionai.mrml import scene as mrml
@@ -75,6 +75,7 @@ def prior_findings_of_folder(out_dir: str | os.PathLike, prior_volume_node) -> l
     import slicerio
 
     from lunglesionai.io.outputs import PRIOR_NODULES_SEGMENTATION
+    from lunglesionai.mrml.results_folder import segment_masks
 
     path = Path(out_dir) / PRIOR_NODULES_SEGMENTATION
     if not path.is_file():
@@ -83,19 +84,12 @@ def prior_findings_of_folder(out_dir: str | os.PathLike, prior_volume_node) -> l
     segmentation = slicerio.read_segmentation(str(path))
     if not np.allclose(np.asarray(segmentation["ijkToLPS"], float), volume.ijk_to_lps_matrix, atol=1e-3):
         raise ValueError(f"{path}: not on the grid of the prior volume {prior_volume_node.GetName()!r}")
-    voxels = np.asarray(segmentation["voxels"])
-    layers = voxels[np.newaxis] if voxels.ndim == 3 else voxels  # (layer, i, j, k)
     findings = []
-    for segment in segmentation["segments"]:
-        in_zyx = (layers[int(segment.get("layer", 0))] == int(segment["labelValue"])).transpose(2, 1, 0)
-        if not in_zyx.any():
-            continue
-        first, crop = mrml.mask_crop_in_grid(FindingMask((0, 0, 0), in_zyx), volume.shape_zyx)
-        kji = np.argwhere(crop) + np.asarray(first)
-        lps = volume.kji_to_lps(kji)
-        findings.append(Finding(id=str(segment["id"]), kind="nodule", center_lps_mm=tuple(lps.mean(axis=0)),
+    for segment_id, mask in segment_masks(segmentation, volume.shape_zyx).items():
+        lps = volume.kji_to_lps(np.argwhere(mask.array) + np.asarray(mask.offset_kji))
+        findings.append(Finding(id=segment_id, kind="nodule", center_lps_mm=tuple(lps.mean(axis=0)),
                                 bbox_lps_mm=(tuple(lps.min(axis=0)), tuple(lps.max(axis=0))), detection_score=1.0,
-                                mask=FindingMask(tuple(int(v) for v in first), crop)))
+                                mask=mask))
     return findings
 
 

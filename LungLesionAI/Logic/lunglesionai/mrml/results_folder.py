@@ -30,6 +30,7 @@ from lunglesionai.mrml import scene as mrml
 
 __all__ = [
     "read_outputs",
+    "segment_masks",
     "load_outputs_into_scene",
     "find_volume_node",
     "load_results",
@@ -71,16 +72,32 @@ def read_outputs(out_dir: str | os.PathLike) -> Report:
         segmentation = slicerio.read_segmentation(str(path))
         if not np.allclose(np.asarray(segmentation["ijkToLPS"], dtype=float), expected, atol=1e-4):
             raise ValueError(f"{path}: segmentation grid differs from the report's input grid")
-        voxels = np.asarray(segmentation["voxels"])
-        layers = voxels[np.newaxis] if voxels.ndim == 3 else voxels  # (layer, i, j, k)
-        for segment in segmentation["segments"]:
-            layer = layers[int(segment.get("layer", 0))]
-            in_zyx = (layer == int(segment["labelValue"])).transpose(2, 1, 0)
-            first, crop = mrml.mask_crop_in_grid(FindingMask((0, 0, 0), in_zyx), report.input.shape_zyx)
-            if crop.size:
-                masks[segment["id"]] = FindingMask(tuple(int(v) for v in first), crop)
+        masks.update(segment_masks(segmentation, report.input.shape_zyx))
     findings = [replace(f, mask=masks.get(f.id)) for f in report.findings]
     return replace(report, findings=findings)
+
+
+def segment_masks(segmentation: dict, shape_zyx: tuple[int, int, int]) -> dict[str, FindingMask]:
+    """Each segment of a ``slicerio.read_segmentation`` result as a cropped mask.
+
+    Args:
+        segmentation: what ``slicerio.read_segmentation`` returned (``voxels`` (i, j, k) or (layer, i, j, k),
+            ``segments`` with ``id``, ``labelValue`` and ``layer``).
+        shape_zyx: the grid's shape (Z, Y, X).
+
+    Returns:
+        segment id → :class:`FindingMask` (offset (k, j, i) and its tight crop); segments without voxels are left
+        out.
+    """
+    voxels = np.asarray(segmentation["voxels"])
+    layers = voxels[np.newaxis] if voxels.ndim == 3 else voxels  # (layer, i, j, k)
+    masks = {}
+    for segment in segmentation["segments"]:
+        in_zyx = (layers[int(segment.get("layer", 0))] == int(segment["labelValue"])).transpose(2, 1, 0)
+        first, crop = mrml.mask_crop_in_grid(FindingMask((0, 0, 0), in_zyx), shape_zyx)
+        if crop.size:
+            masks[str(segment["id"])] = FindingMask(tuple(int(v) for v in first), crop)
+    return masks
 
 
 def load_outputs_into_scene(scene, out_dir: str | os.PathLike, volume_node, *, keep_masks: bool = True,
