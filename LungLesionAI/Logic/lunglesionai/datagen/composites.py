@@ -70,8 +70,14 @@ __all__ = [
     "MASK_LEVEL",
     "MAX_FAILED_NODULES",
     "NoduleSource",
+    "PreparedNodule",
     "WEIGHT_FLOOR",
     "compose",
+    "find_position",
+    "lung_bounds",
+    "paste_nodule",
+    "prepare_nodule",
+    "random_orientation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,8 +234,17 @@ class Composite:
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    """A source nodule ready to resample: padded HU, weight and mask images (SimpleITK, LPS) and its extent."""
+class PreparedNodule:
+    """A source nodule ready to resample (:func:`prepare_nodule`), used by :func:`paste_nodule`.
+
+    Args:
+        hu, weight, mask: padded HU (anti-aliased), feathered blend weight in [0, 1] and binary mask, SimpleITK
+            images on the source VOI's grid (LPS).
+        centre_lps_mm: (3,) centroid of the mask, source LPS mm.
+        radius_mm: largest distance from that centroid to a mask voxel, plus half a voxel diagonal (mm).
+        support_mm: the same for every voxel of non-zero weight, plus a voxel diagonal (mm).
+        background_hu: median HU outside the mask in the source VOI (fills the resampling's outside).
+    """
 
     hu: sitk.Image
     weight: sitk.Image
@@ -283,20 +298,20 @@ def compose(
     occupied = [(np.asarray(t["center_lps_mm"], float), _extent_radius(t)) for t in existing_truth]
     truth = [dict(t) for t in existing_truth]
     masks = list(existing_masks) if existing_masks else [None] * len(existing_truth)
-    bounds = _lung_bounds(lung)
+    bounds = lung_bounds(lung)
     placed = failed = 0
     for index in rng.permutation(_eligible(nodules_source.records, config)):
         if placed == config.n_nodules or failed == MAX_FAILED_NODULES:
             break
         voi, voi_mask = nodules_source.load(int(index))
-        prepared = _prepare(voi, voi_mask, host.spacing_mm, config)
+        prepared = prepare_nodule(voi, voi_mask, host.spacing_mm, config)
         juxta = bool(rng.random() < config.juxta_pleural_fraction)
-        centre = _find_position(host, lung, bounds, prepared, occupied, config, rng, juxta) if bounds else None
+        centre = find_position(host, lung, bounds, prepared, occupied, config, rng, juxta) if bounds else None
         if centre is None:
             failed += 1
             continue
-        matrix = _random_matrix(rng, config)
-        mask = _paste(hu, host, prepared, matrix, centre, config.blend)
+        matrix = random_orientation(rng, config)
+        mask = paste_nodule(hu, host, prepared, matrix, centre, config.blend)
         record = nodules_source.records[int(index)]
         placed, failed = placed + 1, 0
         truth.append(_pasted_truth(f"C{placed}", record, host, centre, mask, matrix, juxta))
@@ -317,8 +332,19 @@ def _eligible(records: Sequence[NoduleRecord], config: CompositeConfig) -> np.nd
     return np.asarray(keep, dtype=int)
 
 
-def _prepare(voi: Volume, mask: np.ndarray, host_spacing_mm, config: CompositeConfig) -> _Prepared:
-    """Pad, anti-alias and feather one VOI; see steps 1–2 of the module docstring."""
+def prepare_nodule(voi: Volume, mask: np.ndarray, host_spacing_mm, config: CompositeConfig) -> PreparedNodule:
+    """Pad, anti-alias and feather one VOI (steps 1–2 of the module docstring).
+
+    Args:
+        voi: the source nodule's VOI (HU, its own grid).
+        mask: (Z, Y, X) boolean mask of the nodule on that grid.
+        host_spacing_mm: (x, y, z) voxel spacing of the host (mm); the VOI is blurred down to it when
+            ``config.antialias``.
+        config: feathering width and anti-aliasing.
+
+    Returns:
+        The :class:`PreparedNodule`.
+    """
     spacing_zyx = np.asarray(voi.spacing_mm[::-1], float)
     sigma_mm = config.feather_mm / EDGE_WIDTH_PER_SIGMA
     pad = [int(np.ceil(4 * sigma_mm / s)) + 2 for s in spacing_zyx]
@@ -347,11 +373,12 @@ def _prepare(voi: Volume, mask: np.ndarray, host_spacing_mm, config: CompositeCo
     # linear interpolation carries a weight up to one source voxel beyond the last non-zero one
     support = float(np.linalg.norm(padded.kji_to_lps(np.argwhere(weight > 0)) - centre, axis=1).max()) + voxel
     background = float(np.median(voi.hu[~mask])) if np.any(~mask) else float(np.min(voi.hu))
-    return _Prepared(images[0], images[1], images[2], centre, radius, support, background)
+    return PreparedNodule(images[0], images[1], images[2], centre, radius, support, background)
 
 
-def _random_matrix(rng: np.random.Generator, config: CompositeConfig) -> np.ndarray:
-    """3×3 map from host LPS offsets to source LPS offsets: rotation about z, a bounded tilt, flips."""
+def random_orientation(rng: np.random.Generator, config: CompositeConfig) -> np.ndarray:
+    """A random 3×3 map from host LPS offsets to source LPS offsets: a rotation about z, a tilt of at most
+    ``config.max_tilt_deg`` and, when ``config.flip``, random axis flips. ``rng`` is advanced."""
     spin = Rotation.from_euler("z", rng.uniform(0.0, 360.0), degrees=True)
     axis_angle = rng.uniform(0.0, 2 * np.pi)
     tilt = np.deg2rad(rng.uniform(0.0, config.max_tilt_deg))
@@ -360,17 +387,29 @@ def _random_matrix(rng: np.random.Generator, config: CompositeConfig) -> np.ndar
     return (tilt_rotation * spin).as_matrix() @ np.diag(flips)
 
 
-def _lung_bounds(lung: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(first, last) (k, j, i) index of the lung mask's bounding box, or None for an empty mask."""
+def lung_bounds(lung: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first, last) (k, j, i) index of the (Z, Y, X) lung mask's bounding box (both (3,) int arrays), or None for
+    an empty mask."""
     nonzero = [np.flatnonzero(lung.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
     if any(n.size == 0 for n in nonzero):
         return None
     return np.array([n[0] for n in nonzero]), np.array([n[-1] for n in nonzero])
 
 
-def _find_position(host: Volume, lung: np.ndarray, bounds, prepared: _Prepared, occupied, config: CompositeConfig,
+def find_position(host: Volume, lung: np.ndarray, bounds, prepared: PreparedNodule, occupied, config: CompositeConfig,
                    rng: np.random.Generator, juxta: bool) -> np.ndarray | None:
-    """A random LPS centre satisfying the placement rules (module docstring, step 5), or None."""
+    """A random centre (host LPS mm, (3,)) satisfying the placement rules (module docstring, step 5), or None.
+
+    Args:
+        host: the host CT; lung: its (Z, Y, X) lung mask; bounds: :func:`lung_bounds` of it.
+        prepared: the nodule to place (its radius and support).
+        occupied: [(centre LPS mm, radius mm), ...] of the nodules already placed.
+        config: margins, spacing between nodules, dense-tissue limits, attempts.
+        rng: random generator (advanced); juxta: place it touching the pleura instead of inside the lung.
+
+    Returns:
+        None when no position was found in ``config.max_attempts`` draws.
+    """
     radius = prepared.radius_mm
     spacing_zyx = np.asarray(host.spacing_mm[::-1], float)
     outer = radius + (JUXTA_TOUCH_MM if juxta else config.boundary_margin_mm)
@@ -407,9 +446,20 @@ def _ball_window(centre_kji: np.ndarray, radius_mm: float, spacing_zyx: np.ndarr
     return tuple(slice(a, b) for a, b in zip(lo, hi)), distance
 
 
-def _paste(hu: np.ndarray, host: Volume, prepared: _Prepared, matrix: np.ndarray, centre: np.ndarray,
+def paste_nodule(hu: np.ndarray, host: Volume, prepared: PreparedNodule, matrix: np.ndarray, centre: np.ndarray,
            blend: str) -> FindingMask:
-    """Resample the prepared nodule around ``centre`` and blend it into ``hu`` (in place); return its mask."""
+    """Resample the prepared nodule around ``centre`` and blend it into ``hu`` (in place); return its mask.
+
+    Args:
+        hu: the (Z, Y, X) host HU array to paste into (modified; integer arrays are rounded and clipped).
+        host: the host's geometry; prepared: from :func:`prepare_nodule`.
+        matrix: 3×3 host-to-source offset map (:func:`random_orientation`).
+        centre: (3,) host LPS mm where the nodule's centroid goes.
+        blend: one of :data:`BLEND_METHODS` ("max": the nodule never darkens the host).
+
+    Returns:
+        The pasted nodule's mask (:data:`MASK_LEVEL` of the resampled mask) on the host grid.
+    """
     corners = centre + np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)]) * prepared.support_mm
     kji = host.lps_to_kji(corners)
     lo = np.maximum(np.floor(kji.min(axis=0)).astype(int) - 1, 0)

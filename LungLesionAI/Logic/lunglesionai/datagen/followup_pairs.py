@@ -64,11 +64,11 @@ from lunglesionai.core.volume import Volume
 from lunglesionai.datagen.composites import (
     CompositeConfig,
     NoduleSource,
-    _find_position,
-    _lung_bounds,
-    _paste,
-    _prepare,
-    _random_matrix,
+    find_position,
+    lung_bounds,
+    paste_nodule,
+    prepare_nodule,
+    random_orientation,
 )
 from lunglesionai.io.ct_files import save_volume
 from lunglesionai.synth.noise import add_correlated_noise
@@ -326,7 +326,7 @@ def make_pair(host: Volume, host_lung: np.ndarray, rng: np.random.Generator, *,
     plan = [("both", f) for f in config.volume_factors] + [("new", None)] * config.n_new
     plan += [("resolved", None)] * config.n_resolved
     candidates = _candidates(nodules, len(plan), config, rng)
-    bounds = _lung_bounds(lung > 0)
+    bounds = lung_bounds(lung > 0)
     occupied: list[tuple[np.ndarray, float]] = []
     truth_nodules = []
     for n, (kind, factor) in enumerate(plan, start=1):
@@ -334,18 +334,18 @@ def make_pair(host: Volume, host_lung: np.ndarray, rng: np.random.Generator, *,
                                                                             transform, candidates, config, rng, n)
         occupied.append((prior_p, big.radius_mm))
         scale_prior, scale_current = _scales(kind, factor)
-        matrix = _random_matrix(rng, config.paste)
+        matrix = random_orientation(rng, config.paste)
         entry = {"id": f"F{n}", "prior_lps_mm": None, "current_lps_mm": None, "prior_volume_mm3": None,
                  "current_volume_mm3": None, "prior_diameter_mm": None, "current_diameter_mm": None,
                  "prior_mask_volume_mm3": None, "current_mask_volume_mm3": None,
                  "volume_factor": None if factor is None else float(factor), "source": name, "texture": texture}
         if scale_prior is not None:
-            mask = _paste(prior_hu, host, _prepare(_scaled(voi, scale_prior), voi_mask, host.spacing_mm,
+            mask = paste_nodule(prior_hu, host, prepare_nodule(_scaled(voi, scale_prior), voi_mask, host.spacing_mm,
                                                    config.paste), matrix, prior_p, config.paste.blend)
             entry.update(_measured("prior", host, prior_p, mask, _nominal_mm3(voi, voi_mask, scale_prior)))
         if scale_current is not None:
             local = matrix @ _local_rotation(transform, current_c)
-            mask = _paste(current_hu, current, _prepare(_scaled(voi, scale_current), voi_mask, host.spacing_mm,
+            mask = paste_nodule(current_hu, current, prepare_nodule(_scaled(voi, scale_current), voi_mask, host.spacing_mm,
                                                         config.paste), local, current_c, config.paste.blend)
             entry.update(_measured("current", host, current_c, mask, _nominal_mm3(voi, voi_mask, scale_current)))
         truth_nodules.append(entry)
@@ -461,7 +461,7 @@ def _place_next(host, lung, bounds, occupied, transform, candidates, config, rng
             voi, voi_mask, name, texture = next(candidates)
         except StopIteration:
             break
-        prepared = _prepare(voi, voi_mask, host.spacing_mm, config.paste)
+        prepared = prepare_nodule(voi, voi_mask, host.spacing_mm, config.paste)
         placed = _place(host, lung, bounds, prepared, occupied, transform, config, rng)
         if placed is not None:
             return voi, voi_mask, name, texture, prepared, *placed
@@ -491,7 +491,7 @@ def _place(host, lung, bounds, prepared, occupied, transform, config, rng):
     """(prior centre, current centre) LPS mm of a nodule placed in the host and mapped into the current scan, with
     room around it in both; None when no place is found."""
     for _ in range(MAX_PLACEMENT_TRIES):
-        prior_p = _find_position(host, lung, bounds, prepared, occupied, config.paste, rng, False)
+        prior_p = find_position(host, lung, bounds, prepared, occupied, config.paste, rng, False)
         if prior_p is None:
             break
         current_c = _invert_point(transform, prior_p)
