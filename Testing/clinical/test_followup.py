@@ -230,3 +230,55 @@ def test_interval_from_study_dates(prior, current, expected):
 def test_interval_refuses_reversed_or_malformed_dates(prior, current):
     with pytest.raises(ValueError):
         interval_days_from_study_dates(prior, current)
+
+
+# ---------------------------------------------------------------------------------------------- paired volumetry
+def _paired(v1, v2, reliable=True, reasons=()):
+    from lunglesionai.stages.paired_volumetry import PAIRED_METHOD, PairedVolumes
+
+    def measure(old, new):
+        return PairedVolumes(v1, v2, PAIRED_METHOD, reliable, tuple(reasons), 30.0, (-410.0, -405.0))
+    return measure
+
+
+def test_paired_volumes_replace_the_findings_own_in_the_change_and_the_vdt():
+    prior, current = _pair()
+    days = 337.0
+    grown = compare_findings(prior, current, _shift, days, volumetry=_paired(100.0, 250.0)).followup["N2"]
+    assert grown["prior_volume_mm3"] == 100.0 and grown["current_volume_mm3"] == 250.0
+    assert grown["volume_change_pct"] == pytest.approx(150.0)
+    assert grown["vdt_days"] == pytest.approx(volume_doubling_time_days(100.0, 250.0, days))
+    assert grown["vdt_range_days"] == pytest.approx(list(vdt_range_days(100.0, 250.0, days, repeatability=0.25)))
+    assert grown["volumetry"]["method"].startswith("paired") and grown["volumetry"]["reliable"] is True
+    assert grown["volumetry"]["repeatability"] == 0.25 and grown["volumetry"]["threshold_hu"] == [-410.0, -405.0]
+
+
+def test_unreliable_paired_volumetry_widens_the_vdt_range():
+    prior, current = _pair()
+    reliable = compare_findings(prior, current, _shift, 337.0, volumetry=_paired(100.0, 250.0)).followup["N2"]
+    thick = compare_findings(prior, current, _shift, 337.0,
+                             volumetry=_paired(100.0, 250.0, False, ["3.0 mm voxels on the prior scan"])).followup["N2"]
+    assert thick["vdt_days"] == pytest.approx(reliable["vdt_days"])
+    assert thick["volumetry"]["repeatability"] == 0.5 and thick["volumetry"]["reasons"] == [
+        "3.0 mm voxels on the prior scan"]
+    assert thick["vdt_range_days"][0] < reliable["vdt_range_days"][0]
+    assert thick["vdt_range_days"][1] > reliable["vdt_range_days"][1]
+
+
+def test_a_failed_paired_measurement_falls_back_to_the_findings_own_volumes():
+    from lunglesionai.stages.paired_volumetry import PairedVolumes
+
+    prior, current = _pair()
+    failed = PairedVolumes(80.0, None, "no paired measurement", False, ("no outline at -400 HU on the current scan",))
+    grown = compare_findings(prior, current, _shift, 337.0, volumetry=lambda old, new: failed).followup["N2"]
+    assert grown["prior_volume_mm3"] == pytest.approx(_sphere_volume(6.0))
+    assert grown["current_volume_mm3"] == pytest.approx(_sphere_volume(8.0))
+    assert grown["volumetry"] == {"method": "each scan's own outline", "reliable": False, "reasons": [
+        "no outline at -400 HU on the current scan"], "repeatability": 0.5}
+    plain = compare_findings(prior, current, _shift, 337.0).followup["N2"]
+    assert plain["volumetry"]["reliable"] is True and plain["volumetry"]["reasons"] == []
+
+
+def test_unreliable_repeatability_is_checked():
+    with pytest.raises(ValueError, match="unreliable_volume_repeatability"):
+        FollowupConfig(unreliable_volume_repeatability=1.0)

@@ -98,6 +98,10 @@ def test_right_registration_scores_every_nodule_right(tmp_path):
     assert metrics["vdt_acceptance_set"] == 2 and metrics["vdt_within_25pct_fraction"] == 1.0  # 6.1 and 8.0 mm
     assert metrics["registration_seconds_median"] == 1.5
     assert "match accuracy 100.0 %" in format_followup_metrics(metrics)
+    # Own outlines, no reason against them: reliable; the reported range (growing nodule) holds the true VDT.
+    assert [r["volumetry_reliable"] for r in rows[:3]] == [True, True, True]
+    assert metrics["vdt_acceptance_set_reliable"] == 2 and metrics["vdt_within_25pct_fraction_reliable"] == 1.0
+    assert (metrics["vdt_range_evaluated"], metrics["vdt_range_coverage"]) == (1, 1.0)
 
 
 def test_volume_error_shows_in_the_vdt_error(tmp_path):
@@ -108,6 +112,40 @@ def test_volume_error_shows_in_the_vdt_error(tmp_path):
     assert [r["vdt_rel_error"] for r in rows[1:3]] == pytest.approx(expected)
     assert metrics["vdt_median_abs_rel_error"] == pytest.approx(np.median(expected))
     assert metrics["vdt_within_25pct_fraction"] == 0.5  # the +30 % nodule measured +43 %: VDT 27 % off
+
+
+def test_the_compared_volumes_are_scored_and_a_range_that_misses_is_counted(tmp_path):
+    """The VDT is scored on the volumes the report compared (paired volumetry), not the findings' own."""
+    from lunglesionai.stages.paired_volumetry import PAIRED_METHOD, PairedVolumes
+
+    truth = _truth()
+    _write_case(tmp_path / "pairs", "case1", truth)
+    findings = _fake_reports(truth, volume_error=1.5)  # own current volumes 50 % too large
+
+    def analyze(volume):
+        side = "prior" if volume.source.endswith("prior.nii.gz") else "current"
+        return Report(input=InputInfo.from_volume(volume), findings=list(findings[side]),
+                      exam={"lungs_fully_covered": True})
+
+    def paired(old, new):  # the true volumes, except the x2.2 nodule, measured x1.3 and marked unreliable
+        v1 = old.volume_mm3
+        v2 = new.volume_mm3 / 1.5
+        if v1 == 120.0:
+            return PairedVolumes(v1, 1.3 * v1, PAIRED_METHOD, False, ("3.0 mm voxels on the prior scan",))
+        return PairedVolumes(v1, v2, PAIRED_METHOD, True, ())
+
+    def compare(prior_volume, prior, current_volume, current, days):
+        return compare_findings(prior, current, lambda p: np.asarray(p) + SHIFT_MM, days, volumetry=paired)
+
+    metrics = evaluate_followup(tmp_path / "pairs", analyze=analyze, compare=compare)
+    rows = metrics["per_case"][0]["nodules"]
+    assert rows[2]["vdt_rel_error"] == pytest.approx(0.0, abs=1e-9)  # own volumes +50 % would be far off
+    assert rows[1]["vdt_rel_error"] == pytest.approx(math.log(2.2) / math.log(1.3) - 1)
+    assert [r["volumetry_reliable"] for r in rows[:3]] == [True, False, True]
+    assert metrics["vdt_within_25pct_fraction"] == 0.5 and metrics["vdt_acceptance_set_reliable"] == 1
+    assert metrics["vdt_within_25pct_fraction_reliable"] == 1.0
+    # both growing by their own (+50 %) diameters; the ±50 % range of x1.3 misses the true x2.2
+    assert (metrics["vdt_range_evaluated"], metrics["vdt_range_coverage"]) == (2, 0.5)
 
 
 def test_without_registration_nothing_matches(tmp_path):
@@ -196,3 +234,5 @@ def test_phantom_pair_end_to_end(tmp_path):
     assert metrics["status_accuracy"] == 1.0
     assert metrics["vdt_evaluated"] == 1 and metrics["vdt_median_abs_rel_error"] < 0.25
     assert metrics["registration_seconds_max"] < 30
+    both = [r for case in metrics["per_case"] for r in case["nodules"] if r["kind"] == "both"]
+    assert all(r["volumetry_method"].startswith("paired") for r in both)

@@ -21,7 +21,7 @@ EXPECTED_COLUMNS = [
     "id", "kind", "status", "lung_rads", "brock_risk", "mean_diameter_mm", "long_axis_mm", "short_axis_mm",
     "solid_component_mean_diameter_mm", "volume_mm3", "texture", "calcified", "attachment", "side", "lobe", "zone",
     "slice", "center_x_lps_mm", "center_y_lps_mm", "center_z_lps_mm", "malignancy_probability", "detection_score",
-    "mask_source", "followup_status", "prior_id", "volume_change_pct", "vdt_days",
+    "mask_source", "followup_status", "prior_id", "volume_change_pct", "vdt_days", "volumetry_reliable",
 ]
 #: (k, j, i) centres of the fixture's findings N1, N2, N3, L1 (report_fixtures.make_small_report).
 FIXTURE_KJI = {"N1": (5, 6, 7), "N2": (12, 15, 18), "N3": (9, 4, 20), "L1": (13, 5, 6)}
@@ -35,7 +35,8 @@ def _clinical_report():
                  attachment="juxta-pleural", location={"side": "right", "lobe": None, "zone": "upper"},
                  malignancy_probability=0.5, extra={"mask_source": "classical"},
                  followup={"status": "growing", "prior_id": "N2", "prior_mean_diameter_mm": 4.0,
-                           "volume_change_pct": 87.25, "vdt_days": 201.6})
+                           "volume_change_pct": 87.25, "vdt_days": 201.6,
+                           "volumetry": {"method": "paired", "reliable": False, "reasons": ["thick"]}})
     n2 = replace(n2, calcified=True, location={"side": "left", "lobe": "LLL", "zone": "lower"},
                  extra={"mask_source": "detector box"})
     return replace(report, findings=[n1, n2, n3, l1])
@@ -65,7 +66,8 @@ def test_one_row_per_finding_with_fixed_decimals_and_empty_cells_for_none():
     assert (n2["calcified"], n2["lobe"], n2["mask_source"]) == ("yes", "LLL", "detector box")
     assert (n1["followup_status"], n1["prior_id"], n1["volume_change_pct"], n1["vdt_days"]) == \
         ("growing", "N2", "87.3", "202")  # with a prior scan (Finding.followup)
-    assert (n2["followup_status"], n2["prior_id"], n2["vdt_days"]) == ("", "", "")  # no prior: empty cells
+    assert n1["volumetry_reliable"] == "no"
+    assert (n2["followup_status"], n2["prior_id"], n2["vdt_days"], n2["volumetry_reliable"]) == ("", "", "", "")
     for empty in ("lung_rads", "brock_risk", "mean_diameter_mm", "calcified", "side", "malignancy_probability"):
         assert n3[empty] == "", empty  # None is an empty cell, never "0" or "None"
     assert l1["kind"] == "lesion" and l1["detection_score"] == "0.9000"

@@ -73,6 +73,17 @@ def test_change_texts():
     assert "matched to prior P1" in sentence and "4.0 → 6.1 mm" in sentence and "157 days" in sentence
     assert "120 to 230 days" in sentence and "over 180 days" in sentence
     assert change_sentence(new).startswith("New since the prior scan") and change_sentence(unknown) == ""
+    assert "±25 % volume repeatability" in sentence and "less reliable" not in sentence
+
+
+def test_unreliable_volumetry_is_said_with_its_reasons_and_wider_range():
+    report, *_ = _pair()
+    grown = report.findings[0]
+    volumetry = {"method": "paired", "reliable": False, "repeatability": 0.5,
+                 "reasons": ["3.0 mm voxels on the prior scan (thin sections are <= 1.5 mm)"]}
+    sentence = change_sentence(replace(grown, followup={**grown.followup, "volumetry": volumetry}))
+    assert "±50 % volume repeatability" in sentence
+    assert sentence.endswith("Volumetry less reliable (3.0 mm voxels on the prior scan (thin sections are <= 1.5 mm)).")
 
 
 def test_page_shows_prior_beside_current_and_the_resolved(tmp_path):

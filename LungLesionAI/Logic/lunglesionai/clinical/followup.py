@@ -19,14 +19,21 @@ Rules (this project's choices are marked as such):
   1.5 mm is "shrinking" (Lung-RADS "decreased"; the symmetric threshold is ours: Lung-RADS reads stable and
   decreased alike); anything else is "stable". An unmatched current finding is "new"; an unmatched prior one
   "resolved" (listed in ``exam["resolved"]``).
+* Volumes of a matched pair of nodules are measured again, together, by paired volumetry
+  (:func:`lunglesionai.stages.paired_volumetry.measure_pair`: one foreground, one threshold fraction, vessel
+  detachment and a partial-volume shell on both scans), because the per-scan outlines can be biased differently on
+  two scans; when that fails, or for masses, each finding's own mask volume is used. ``followup["volumetry"]`` says
+  which, and whether the measurement is reliable (thin sections, enough voxels across, solid, both outlines found).
 * Volume-doubling time (Schwartz M., "A biomathematical approach to clinical tumor growth", Cancer
-  1961;14:1272-1294): ``VDT = Δt · ln 2 / ln(V2 / V1)`` in days, from the two mask volumes; reported only for
+  1961;14:1272-1294): ``VDT = Δt · ln 2 / ln(V2 / V1)`` in days, from those two volumes; reported only for
   growing findings. Its range (``vdt_range_days``) allows the volume ratio to be off by the inter-scan
   repeatability of semi-automatic nodule volumetry, ±25 % (:data:`VOLUME_REPEATABILITY`: the 95 % limits of
   agreement of repeated low-dose scans were −21.2 % to +23.8 %, Gietema HA et al., "Pulmonary nodules: interscan
   variability of semiautomated volume measurements with multisection CT", Radiology 2006;241(1):251-257; the
   NELSON trial took 25 % volume change as the smallest real growth). The upper end is ``None`` (unbounded) when
-  the ratio is within that repeatability.
+  the ratio is within that repeatability. An unreliable volumetry widens the range to ±50 %
+  (:data:`UNRELIABLE_VOLUME_REPEATABILITY`; our choice, about twice the largest error of the paired volume ratio of
+  stable nodules on the project's 3 mm-section pairs).
 * Interval: from the StudyDate of both scans (``Report.input.description["study_date"]``) or given.
 
 Not covered: texture changes (a ground-glass nodule gaining a solid component is "new solid component" in
@@ -36,6 +43,7 @@ Lung-RADS; here only the sizes are compared), and growth over more than two exam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, replace
 from datetime import date
@@ -50,6 +58,7 @@ from lunglesionai.core.findings import Finding, Report
 __all__ = [
     "DAYS_PER_MONTH",
     "FOLLOWUP_STATUSES",
+    "UNRELIABLE_VOLUME_REPEATABILITY",
     "VOLUME_REPEATABILITY",
     "Comparison",
     "FollowupConfig",
@@ -68,10 +77,16 @@ DAYS_PER_MONTH = 365.25 / 12.0
 """Days per month, to turn the interval into the months Lung-RADS counts."""
 VOLUME_REPEATABILITY = 0.25
 """Relative inter-scan repeatability of a nodule volume (±25 %; Gietema et al., Radiology 2006, see above)."""
+UNRELIABLE_VOLUME_REPEATABILITY = 0.5
+"""The repeatability assumed when the volumetry is marked unreliable (±50 %; our choice, see above)."""
+OWN_OUTLINES = "each scan's own outline"
+"""``followup["volumetry"]["method"]`` when the findings' own mask volumes were compared."""
 _LUNG_RADS_TO_FOLLOWUP = {"growing": "growing", "slow-growing": "growing", "stable": "stable",
                           "decreased": "shrinking"}
 
 MapPoints = Callable[[np.ndarray], np.ndarray]
+PairVolumetry = Callable[[Finding, Finding], Any]
+"""(prior finding, current finding) → :class:`lunglesionai.stages.paired_volumetry.PairedVolumes` or None."""
 """(N, 3) prior LPS mm → (N, 3) current LPS mm."""
 
 
@@ -84,6 +99,8 @@ class FollowupConfig:
         gate_diameter_fraction: the gate is at least this fraction of the larger mean diameter of the two.
         registration_tolerance_mm: added to every gate for the registration's residual error.
         volume_repeatability: relative volume repeatability used for the VDT range (:data:`VOLUME_REPEATABILITY`).
+        unreliable_volume_repeatability: the same when the volumetry is marked unreliable
+            (:data:`UNRELIABLE_VOLUME_REPEATABILITY`).
 
     Raises:
         ValueError: a negative or non-finite value, or a repeatability outside [0, 1).
@@ -93,14 +110,16 @@ class FollowupConfig:
     gate_diameter_fraction: float = 0.5
     registration_tolerance_mm: float = 5.0
     volume_repeatability: float = VOLUME_REPEATABILITY
+    unreliable_volume_repeatability: float = UNRELIABLE_VOLUME_REPEATABILITY
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"FollowupConfig.{f.name} must be a finite number >= 0, got {value!r}")
-        if self.volume_repeatability >= 1:
-            raise ValueError(f"FollowupConfig.volume_repeatability must be < 1, got {self.volume_repeatability!r}")
+        for name in ("volume_repeatability", "unreliable_volume_repeatability"):
+            if getattr(self, name) >= 1:
+                raise ValueError(f"FollowupConfig.{name} must be < 1, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -221,7 +240,8 @@ def match_findings(prior_centers_lps_mm: np.ndarray, prior_diameters_mm: np.ndar
 
 
 def compare_findings(prior: Report, current: Report, map_points: MapPoints, interval_days: float, *,
-                     config: FollowupConfig = FollowupConfig()) -> Comparison:
+                     config: FollowupConfig = FollowupConfig(),
+                     volumetry: Optional[PairVolumetry] = None) -> Comparison:
     """Match the prior report's nodules and masses to the current report's, and describe each change.
 
     Findings of kind "lesion" and findings a reader rejected take no part.
@@ -231,12 +251,15 @@ def compare_findings(prior: Report, current: Report, map_points: MapPoints, inte
         map_points: (N, 3) prior LPS mm → (N, 3) current LPS mm (the lung registration's ``map_points``).
         interval_days: days from the prior to the current scan (≥ 0).
         config: matching gate and VDT repeatability.
+        volumetry: measures a matched pair of nodules together (:func:`compare_scans` passes paired volumetry on
+            the two CTs); None, or a None result: the findings' own mask volumes are compared.
 
     Returns:
         A :class:`Comparison`; ``followup`` entries hold ``status`` (:data:`FOLLOWUP_STATUSES`), ``prior_id``,
-        ``prior_mean_diameter_mm``, ``mean_diameter_change_mm``, ``prior_volume_mm3``, ``volume_change_pct``,
-        ``vdt_days`` (None unless growing), ``vdt_range_days`` ([shortest, longest or None], None unless growing),
-        ``interval_days`` and ``match_distance_mm`` (None for new findings).
+        ``prior_mean_diameter_mm``, ``mean_diameter_change_mm``, ``prior_volume_mm3`` and ``current_volume_mm3``
+        (the two volumes compared), ``volume_change_pct``, ``vdt_days`` (None unless growing), ``vdt_range_days``
+        ([shortest, longest or None], None unless growing), ``volumetry`` (``method``, ``reliable``, ``reasons``,
+        ``repeatability``), ``interval_days`` and ``match_distance_mm`` (None for new findings).
 
     Raises:
         ValueError: a negative interval, a compared finding without any size, or ``map_points`` returning the
@@ -263,7 +286,8 @@ def compare_findings(prior: Report, current: Report, map_points: MapPoints, inte
     for index, finding in enumerate(news):
         if index in by_current:
             old, distance = olds[by_current[index][0]], by_current[index][1]
-            followup[finding.id], rads_status = _change(old, finding, interval_days, distance, config)
+            paired = volumetry(old, finding) if volumetry is not None else None
+            followup[finding.id], rads_status = _change(old, finding, interval_days, distance, config, paired)
             facts = {"status": rads_status, "prior_mean_diameter_mm": _mean_diameter_mm(old),
                      "prior_solid_component_mean_diameter_mm": old.solid_component_mean_diameter_mm,
                      "prior_category": old.lung_rads}
@@ -338,10 +362,28 @@ def compare_scans(prior_volume, prior: Report, current_volume, current: Report, 
         masks.append(mask)
     registration = register_lungs(prior_volume, masks[0], current_volume, masks[1],
                                   config=registration_config or RegistrationConfig())
-    comparison = compare_findings(prior, current, registration.map_points, interval_days, config=config)
+    volumetry = functools.partial(_paired_volumes, prior_volume, masks[0], current_volume, masks[1])
+    comparison = compare_findings(prior, current, registration.map_points, interval_days, config=config,
+                                  volumetry=volumetry)
     summary = {"seconds": float(registration.seconds), "stages": list(registration.stages),
                "metric_value": None if registration.metric_value is None else float(registration.metric_value)}
     return replace(comparison, registration=summary)
+
+
+def _paired_volumes(prior_volume, prior_lung: np.ndarray, current_volume, current_lung: np.ndarray, old: Finding,
+                    new: Finding):
+    """Paired volumetry of a matched pair of nodules on the two CTs (None for masses: their own masks are used)."""
+    from lunglesionai.stages.paired_volumetry import PairedVolumes, measure_pair
+
+    if old.kind != "nodule" or new.kind != "nodule":
+        return None
+    centres = [volume.lps_to_kji(np.asarray(f.center_lps_mm, float)).reshape(-1)
+               for volume, f in ((prior_volume, old), (current_volume, new))]
+    try:
+        return measure_pair(prior_volume, centres[0], _mean_diameter_mm(old) / 2.0, current_volume, centres[1],
+                            _mean_diameter_mm(new) / 2.0, prior_lung_mask=prior_lung, current_lung_mask=current_lung)
+    except ValueError as error:  # a centre on the scan's edge, a size of 0: compare the findings' own volumes
+        return PairedVolumes(None, None, "no paired measurement", False, (str(error),))
 
 
 def interval_days_from_study_dates(prior_description: Mapping[str, str],
@@ -371,32 +413,48 @@ def interval_days_from_study_dates(prior_description: Mapping[str, str],
     return float(days)
 
 
-def _change(old: Finding, new: Finding, interval_days: float, distance_mm: float,
-            config: FollowupConfig) -> tuple[dict[str, Any], str]:
-    """The ``followup`` entry of a matched pair, and its Lung-RADS status."""
+def _change(old: Finding, new: Finding, interval_days: float, distance_mm: float, config: FollowupConfig,
+            paired=None) -> tuple[dict[str, Any], str]:
+    """The ``followup`` entry of a matched pair, and its Lung-RADS status (``paired``: its PairedVolumes)."""
     d_old, d_new = _mean_diameter_mm(old), _mean_diameter_mm(new)
     rads_status = follow_up_status(d_new, d_old, interval_days / DAYS_PER_MONTH)
     status = _LUNG_RADS_TO_FOLLOWUP[rads_status]
-    volumes = (old.volume_mm3, new.volume_mm3)
+    volumes, volumetry = _compared_volumes(old, new, paired)
+    repeatability = config.volume_repeatability if volumetry["reliable"] else config.unreliable_volume_repeatability
+    volumetry["repeatability"] = repeatability
     have_volumes = all(v is not None and v > 0 for v in volumes)
     vdt, vdt_range = None, None
     if status == "growing" and have_volumes:
         vdt = volume_doubling_time_days(*volumes, interval_days)
         vdt_range = None if vdt is None else list(vdt_range_days(*volumes, interval_days,
-                                                                 repeatability=config.volume_repeatability))
+                                                                 repeatability=repeatability))
     entry = {"status": status, "prior_id": old.id, "prior_mean_diameter_mm": d_old,
-             "mean_diameter_change_mm": d_new - d_old, "prior_volume_mm3": old.volume_mm3,
+             "mean_diameter_change_mm": d_new - d_old, "prior_volume_mm3": volumes[0],
+             "current_volume_mm3": volumes[1],
              "volume_change_pct": 100.0 * (volumes[1] / volumes[0] - 1.0) if have_volumes else None,
-             "vdt_days": vdt, "vdt_range_days": vdt_range, "interval_days": float(interval_days),
-             "match_distance_mm": float(distance_mm),
+             "vdt_days": vdt, "vdt_range_days": vdt_range, "volumetry": volumetry,
+             "interval_days": float(interval_days), "match_distance_mm": float(distance_mm),
              "prior_center_lps_mm": [float(c) for c in old.center_lps_mm]}
     return entry, rads_status
 
 
+def _compared_volumes(old: Finding, new: Finding, paired) -> tuple[tuple[Optional[float], Optional[float]],
+                                                                   dict[str, Any]]:
+    """(prior, current) volumes to compare and the ``volumetry`` entry: the paired measurement when it has both
+    volumes, else the findings' own (reliable only when no paired measurement was attempted)."""
+    if paired is not None and paired.measured:
+        summary = paired.to_dict()
+        return (summary.pop("prior_volume_mm3"), summary.pop("current_volume_mm3")), summary
+    reasons = list(paired.reasons) if paired is not None else []
+    return (old.volume_mm3, new.volume_mm3), {"method": OWN_OUTLINES, "reliable": paired is None,
+                                              "reasons": reasons}
+
+
 def _new_entry(interval_days: float) -> dict[str, Any]:
     return {"status": "new", "prior_id": None, "prior_mean_diameter_mm": None, "mean_diameter_change_mm": None,
-            "prior_volume_mm3": None, "volume_change_pct": None, "vdt_days": None, "vdt_range_days": None,
-            "interval_days": float(interval_days), "match_distance_mm": None, "prior_center_lps_mm": None}
+            "prior_volume_mm3": None, "current_volume_mm3": None, "volume_change_pct": None, "vdt_days": None,
+            "vdt_range_days": None, "volumetry": None, "interval_days": float(interval_days),
+            "match_distance_mm": None, "prior_center_lps_mm": None}
 
 
 def _compared(report: Report) -> list[Finding]:

@@ -25,9 +25,13 @@ resolved. Each case is analysed twice (:func:`lunglesionai.pipeline.analyze_volu
   (:data:`MIN_VOLUME_GROWTH`, the NELSON trial's smallest real growth) that were matched correctly, the median of
   ``|VDT_measured − VDT_true| / VDT_true``. VDT_measured is the report's ``vdt_days``, or, where the report gives
   none (its status was not "growing": a 25 % volume change is only +0.5 mm of diameter on a 6 mm nodule), the same
-  formula on the two findings' volumes (row field ``vdt_source``); a measured volume that did not grow is "not
-  measurable" (counted, not in the median). ``vdt_within_25pct_fraction`` is the share within ±25 % among those
-  ≥ 6 mm (equivalent prior diameter; issue 16's acceptance set), the not measurable ones counting as outside.
+  formula on the two volumes the report compared (``followup`` ``prior_volume_mm3`` / ``current_volume_mm3``; row
+  field ``vdt_source``); a measured volume that did not grow is "not measurable" (counted, not in the median).
+  ``vdt_within_25pct_fraction`` is the share within ±25 % among those ≥ 6 mm (equivalent prior diameter; issue
+  16's acceptance set), the not measurable ones counting as outside; ``vdt_within_25pct_fraction_reliable`` the
+  same over those whose ``followup["volumetry"]["reliable"]`` is true.
+* ``vdt_range_coverage``: over the reported VDTs of that set of growing nodules, the share whose
+  ``vdt_range_days`` holds the true VDT (the range is the report's statement of its own uncertainty).
 
 These are measurements on the pairs given, usually made by :mod:`lunglesionai.datagen.followup_pairs` (phantoms
 and real CTs with pasted nodules): not clinical performance.
@@ -156,6 +160,8 @@ def summarize(per_case: list[dict[str, Any]]) -> dict[str, Any]:
     vdt_rows = [r for r in detected if r["match_ok"] and r["volume_change_pct"] >= 100 * MIN_VOLUME_GROWTH]
     errors = [r["vdt_rel_error"] for r in vdt_rows if r["vdt_rel_error"] is not None]
     accept = [r for r in vdt_rows if r["prior_diameter_mm"] >= ACCEPTANCE_MIN_DIAMETER_MM]
+    reliable = [r for r in accept if r.get("volumetry_reliable")]
+    ranged = [r for r in vdt_rows if r.get("vdt_range_covers_truth") is not None]
     seconds = [c["registration_seconds"] for c in per_case if c.get("registration_seconds") is not None]
     return {
         "protocol": "lunglesionai follow-up pairs (hit: centre within the truth's equivalent radius, "
@@ -168,8 +174,11 @@ def summarize(per_case: list[dict[str, Any]]) -> dict[str, Any]:
         "vdt_evaluated": len(errors), "vdt_not_measurable": len(vdt_rows) - len(errors),
         "vdt_median_abs_rel_error": float(np.median(errors)) if errors else None,
         "vdt_acceptance_set": len(accept),
-        "vdt_within_25pct_fraction": _share(sum(r["vdt_rel_error"] is not None and r["vdt_rel_error"] <= VDT_TOLERANCE
-                                                for r in accept), len(accept)),
+        "vdt_within_25pct_fraction": _within(accept),
+        "vdt_acceptance_set_reliable": len(reliable),
+        "vdt_within_25pct_fraction_reliable": _within(reliable),
+        "vdt_range_evaluated": len(ranged),
+        "vdt_range_coverage": _share(sum(r["vdt_range_covers_truth"] for r in ranged), len(ranged)),
         "registration_seconds_median": float(np.median(seconds)) if seconds else None,
         "registration_seconds_max": float(max(seconds)) if seconds else None,
         "per_case": per_case,
@@ -229,7 +238,10 @@ def format_followup_metrics(metrics: dict[str, Any]) -> str:
              f"({metrics['status_evaluated']} judged)",
              f"VDT median |relative error| {pct(metrics['vdt_median_abs_rel_error'])} over {metrics['vdt_evaluated']} "
              f"nodule(s) grown >= 25 % in volume ({metrics['vdt_not_measurable']} not measurable); within ±25 % "
-             f"for >= 6 mm: {pct(metrics['vdt_within_25pct_fraction'])} of {metrics['vdt_acceptance_set']}"]
+             f"for >= 6 mm: {pct(metrics['vdt_within_25pct_fraction'])} of {metrics['vdt_acceptance_set']} "
+             f"({pct(metrics['vdt_within_25pct_fraction_reliable'])} of the {metrics['vdt_acceptance_set_reliable']} "
+             f"with reliable volumetry); the reported VDT range holds the true VDT for "
+             f"{pct(metrics['vdt_range_coverage'])} of {metrics['vdt_range_evaluated']}"]
     if metrics["registration_seconds_median"] is not None:
         lines.append(f"registration {metrics['registration_seconds_median']:.1f} s median, "
                      f"{metrics['registration_seconds_max']:.1f} s max")
@@ -303,7 +315,9 @@ def _row(n: int, truth: dict[str, Any], prior_id: Optional[str], current_id: Opt
            "match_ok": (followup.get("prior_id") == prior_id) if kind == "both" and detected else None,
            "predicted_status": predicted, "status_ok": (predicted == status) if detected else None,
            "prior_diameter_mm": None, "volume_change_pct": None, "vdt_true_days": None,
-           "vdt_measured_days": None, "vdt_source": None, "vdt_rel_error": None}
+           "vdt_measured_days": None, "vdt_source": None, "vdt_rel_error": None, "vdt_range_covers_truth": None,
+           "volumetry_method": (followup.get("volumetry") or {}).get("method"),
+           "volumetry_reliable": (followup.get("volumetry") or {}).get("reliable")}
     if kind == "both":
         v1, v2 = truth["prior_volume_mm3"], truth["current_volume_mm3"]
         row.update(prior_diameter_mm=_equivalent_diameter_mm(v1), volume_change_pct=100.0 * (v2 / v1 - 1.0),
@@ -314,16 +328,28 @@ def _row(n: int, truth: dict[str, Any], prior_id: Optional[str], current_id: Opt
 
 
 def _measured_vdt(followup: dict[str, Any], finding, days: float, vdt_true: float) -> dict[str, Any]:
-    """The report's VDT, else the VDT of the matched findings' volumes (None when they did not grow)."""
-    vdt, source = followup.get("vdt_days"), "report"
+    """The report's VDT (and whether its range holds the true VDT), else the VDT of the two volumes the report
+    compared (``followup`` prior and current volumes; the finding's own volume when the report has no current one);
+    ``vdt_source`` None when they did not grow."""
+    vdt, source, covers = followup.get("vdt_days"), "report", None
+    if vdt is not None and followup.get("vdt_range_days"):
+        low, high = followup["vdt_range_days"]
+        covers = bool(low is not None and low <= vdt_true and (high is None or vdt_true <= high))
     if vdt is None:
         source = "volumes"
-        v1, v2 = followup.get("prior_volume_mm3"), finding.volume_mm3
+        v1 = followup.get("prior_volume_mm3")
+        v2 = followup.get("current_volume_mm3") or finding.volume_mm3
         if v1 and v2 and v1 > 0 and v2 > 0:
             vdt = volume_doubling_time_days(v1, v2, days)
     if vdt is None:
         return {"vdt_source": None}
-    return {"vdt_measured_days": float(vdt), "vdt_source": source, "vdt_rel_error": abs(vdt - vdt_true) / vdt_true}
+    return {"vdt_measured_days": float(vdt), "vdt_source": source, "vdt_rel_error": abs(vdt - vdt_true) / vdt_true,
+            "vdt_range_covers_truth": covers}
+
+
+def _within(rows: list[dict[str, Any]]) -> Optional[float]:
+    """Share of rows whose VDT error is within :data:`VDT_TOLERANCE` (a missing error counts as outside)."""
+    return _share(sum(r["vdt_rel_error"] is not None and r["vdt_rel_error"] <= VDT_TOLERANCE for r in rows), len(rows))
 
 
 def _share(count: int, total: int) -> Optional[float]:

@@ -52,10 +52,10 @@ FINDINGS_CSV_COLUMNS = (
     "id", "kind", "status", "lung_rads", "brock_risk", "mean_diameter_mm", "long_axis_mm", "short_axis_mm",
     "solid_component_mean_diameter_mm", "volume_mm3", "texture", "calcified", "attachment", "side", "lobe", "zone",
     "slice", "center_x_lps_mm", "center_y_lps_mm", "center_z_lps_mm", "malignancy_probability", "detection_score",
-    "mask_source", "followup_status", "prior_id", "volume_change_pct", "vdt_days",
+    "mask_source", "followup_status", "prior_id", "volume_change_pct", "vdt_days", "volumetry_reliable",
 )
-"""Columns of ``findings.csv``, in order (the ``followup_*``, ``prior_id``, ``volume_change_pct`` and ``vdt_days``
-columns are filled with a prior scan: ``Finding.followup``)."""
+"""Columns of ``findings.csv``, in order (the ``followup_*``, ``prior_id``, ``volume_change_pct``, ``vdt_days`` and
+``volumetry_reliable`` columns are filled with a prior scan: ``Finding.followup``)."""
 
 DECIMALS = {
     "brock_risk": 4, "mean_diameter_mm": 1, "long_axis_mm": 1, "short_axis_mm": 1,
@@ -160,7 +160,8 @@ def finding_row(finding: Finding, info: InputInfo) -> dict[str, str]:
         "mask_source": str(finding.extra.get("mask_source") or ""),
     }
     followup = finding.followup or {}
-    values.update(followup_status=str(followup.get("status") or ""), prior_id=str(followup.get("prior_id") or ""))
+    values.update(followup_status=str(followup.get("status") or ""), prior_id=str(followup.get("prior_id") or ""),
+                  volumetry_reliable=_flag((followup.get("volumetry") or {}).get("reliable")))
     numbers = {
         "brock_risk": finding.brock_risk, "mean_diameter_mm": finding.mean_diameter_mm,
         "long_axis_mm": finding.long_axis_mm, "short_axis_mm": finding.short_axis_mm,

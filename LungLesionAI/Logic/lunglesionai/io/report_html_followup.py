@@ -64,9 +64,14 @@ def change_sentence(finding: Finding) -> str:
     if followup.get("vdt_days") is not None:
         text += f"; volume-doubling time {fixed(followup['vdt_days'], 0)} days"
         low, high = (list(followup.get("vdt_range_days") or []) + [None, None])[:2]
+        volumetry = followup.get("volumetry") or {}
+        repeatability = volumetry.get("repeatability", 0.25)
         if low is not None:
-            text += f" (±25 % volume repeatability: {fixed(low, 0)} to "
+            text += f" (±{fixed(100 * repeatability, 0)} % volume repeatability: {fixed(low, 0)} to "
             text += ("unbounded" if high is None else f"{fixed(high, 0)}") + " days)"
+        if volumetry.get("reliable") is False:
+            reasons = "; ".join(volumetry.get("reasons") or [])
+            text += f". Volumetry less reliable ({reasons})" if reasons else ". Volumetry less reliable"
     return text + "."
 
 

@@ -39,7 +39,7 @@ from scipy import ndimage as ndi
 from lunglesionai.core.findings import FindingMask
 from lunglesionai.core.volume import Volume
 
-__all__ = ["NoduleSegmentationConfig", "segment_nodule", "ball_mask", "dilate_mm"]
+__all__ = ["NoduleSegmentationConfig", "segment_nodule", "ball_mask", "dilate_mm", "voi_levels"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ def segment_nodule(
     radius_mm: float,
     lung_mask: np.ndarray | None = None,
     config: NoduleSegmentationConfig = NoduleSegmentationConfig(),
+    *,
+    threshold_hu: float | None = None,
 ) -> FindingMask | None:
     """Segment the nodule at ``center_kji``.
 
@@ -122,6 +124,8 @@ def segment_nodule(
         radius_mm: expected radius in mm (sizes the VOI and the vessel-detaching opening).
         lung_mask: optional (Z, Y, X) array, nonzero in the lungs; bounds the nodule (pleura separation).
         config: see :class:`NoduleSegmentationConfig`.
+        threshold_hu: a fixed threshold (HU) instead of the adaptive one (step 2), e.g. one threshold for the same
+            nodule on a prior and a current scan (:mod:`lunglesionai.stages.paired_volumetry`); not clamped.
 
     Returns:
         A :class:`~lunglesionai.core.findings.FindingMask` on ``volume``'s grid (tight boolean crop + its (k, j, i)
@@ -139,7 +143,7 @@ def segment_nodule(
     centre = _validate(volume, center_kji, radius_mm, lung_mask)
     radius = float(radius_mm)
     while True:
-        mask, thickness_mm = _segment_once(volume, centre, radius, lung_mask, config)
+        mask, thickness_mm = _segment_once(volume, centre, radius, lung_mask, config, threshold_hu)
         if mask is not None or thickness_mm <= _RETRY_THICKNESS_RATIO * radius or radius >= config.max_retry_radius_mm:
             return mask
         # inseparable, and the structure at the seed is much thicker than expected: the radius was underestimated
@@ -153,18 +157,14 @@ def _segment_once(
     radius_mm: float,
     lung_mask: np.ndarray | None,
     config: NoduleSegmentationConfig,
+    threshold_hu: float | None = None,
 ) -> tuple[FindingMask | None, float]:
     """One attempt at the given expected radius: (mask or None, thickness in mm of the structure at the seed
     when it could not be separated, else 0)."""
     spacing = np.asarray(volume.spacing_mm[::-1])  # (z, y, x)
-    half = np.ceil(max(config.voi_radius_factor * radius_mm, config.voi_min_half_mm) / spacing).astype(int)
-    seed_idx = np.clip(np.round(centre).astype(int), 0, np.asarray(volume.shape_zyx) - 1)
-    lo = np.maximum(seed_idx - half, 0)
-    hi = np.minimum(seed_idx + half + 1, volume.shape_zyx)
+    seed_idx, lo, hi, hu, core = _voi(volume, centre, radius_mm, config)
     voi = tuple(slice(a, b) for a, b in zip(lo, hi))
-    hu = np.asarray(volume.hu[voi], dtype=np.float32)
-    core = _ball(hu.shape, centre - lo, max(config.core_radius_fraction * radius_mm, spacing.min()), spacing)
-    threshold = _adaptive_threshold(hu, core, config)
+    threshold = _adaptive_threshold(hu, core, config) if threshold_hu is None else float(threshold_hu)
     if threshold is None:
         return None, 0.0
     region = hu >= threshold
@@ -258,11 +258,55 @@ def _ball(shape: tuple[int, ...], centre: np.ndarray, radius_mm: float, spacing:
     return ball
 
 
-def _adaptive_threshold(hu: np.ndarray, core: np.ndarray, config: NoduleSegmentationConfig) -> float | None:
-    """Threshold between parenchyma and nodule core, or None when their contrast is too low."""
+def voi_levels(
+    volume: Volume,
+    center_kji: tuple[float, float, float],
+    radius_mm: float,
+    config: NoduleSegmentationConfig = NoduleSegmentationConfig(),
+) -> tuple[float, float]:
+    """The two HU levels the adaptive threshold of :func:`segment_nodule` lies between, on its first VOI.
+
+    Args:
+        volume: CT in HU.
+        center_kji: (k, j, i) fractional array index inside the nodule.
+        radius_mm: expected radius in mm.
+        config: VOI size, core sphere and parenchyma limit.
+
+    Returns:
+        (core_hu, background_hu): the upper quartile of the core sphere (radius ``core_radius_fraction`` ×
+        ``radius_mm``) and the median of the VOI's voxels below ``parenchyma_max_hu`` (that limit when there are
+        none).
+
+    Raises:
+        ValueError: as :func:`segment_nodule`.
+    """
+    _, _, _, hu, core = _voi(volume, _validate(volume, center_kji, radius_mm, None), radius_mm, config)
+    return _levels(hu, core, config)
+
+
+def _voi(volume: Volume, centre: np.ndarray, radius_mm: float, config: NoduleSegmentationConfig):
+    """(seed index, VOI low corner, VOI high corner (exclusive), VOI HU as float32, core sphere) around ``centre``
+    (k, j, i), sized from ``radius_mm``; corners and seed are (3,) int arrays of (k, j, i)."""
+    spacing = np.asarray(volume.spacing_mm[::-1])  # (z, y, x)
+    half = np.ceil(max(config.voi_radius_factor * radius_mm, config.voi_min_half_mm) / spacing).astype(int)
+    seed_idx = np.clip(np.round(centre).astype(int), 0, np.asarray(volume.shape_zyx) - 1)
+    lo = np.maximum(seed_idx - half, 0)
+    hi = np.minimum(seed_idx + half + 1, volume.shape_zyx)
+    hu = np.asarray(volume.hu[tuple(slice(a, b) for a, b in zip(lo, hi))], dtype=np.float32)
+    core = _ball(hu.shape, centre - lo, max(config.core_radius_fraction * radius_mm, spacing.min()), spacing)
+    return seed_idx, lo, hi, hu, core
+
+
+def _levels(hu: np.ndarray, core: np.ndarray, config: NoduleSegmentationConfig) -> tuple[float, float]:
+    """(core HU, parenchyma background HU) of a VOI and its core sphere."""
     parenchyma = hu[hu < config.parenchyma_max_hu]
     background = float(np.median(parenchyma)) if parenchyma.size else config.parenchyma_max_hu
-    core_hu = float(np.percentile(hu[core], 75))
+    return float(np.percentile(hu[core], 75)), background
+
+
+def _adaptive_threshold(hu: np.ndarray, core: np.ndarray, config: NoduleSegmentationConfig) -> float | None:
+    """Threshold between parenchyma and nodule core, or None when their contrast is too low."""
+    core_hu, background = _levels(hu, core, config)
     if core_hu - background < config.min_contrast_hu:
         logger.debug("no nodule: core %.0f HU vs background %.0f HU", core_hu, background)
         return None
