@@ -168,8 +168,10 @@ def test_config_rejects_out_of_range_values(field, value):
 
 def test_bad_inputs_are_refused(phantom):
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="lung mask"):
+    with pytest.raises(ValueError, match="no lung found in the host CT"):
         make_pair(phantom.volume, np.zeros_like(phantom.lung_mask), rng)
+    with pytest.raises(ValueError, match="lung mask of shape"):
+        make_pair(phantom.volume, phantom.lung_mask[1:], rng)
     with pytest.raises(ValueError, match="3 nodule VOIs given, 7 needed"):
         make_pair(phantom.volume, phantom.lung_mask, rng, nodules=[synthetic_nodule(6.0, rng)] * 3)
 
@@ -182,3 +184,14 @@ def test_lidc_nodules_can_be_pasted(phantom):
     assert grown["source"].endswith((".nii.gz", ".nrrd", ".mha", ".nii")) or grown["source"]
     assert grown["current_volume_mm3"] / grown["prior_volume_mm3"] == pytest.approx(2.0, rel=0.15)
     assert new["prior_lps_mm"] is None and new["texture"] in ("solid", "part-solid", "ground-glass", None)
+
+
+def test_scanner_padding_becomes_air_in_both_scans(phantom):
+    """A real host's padding outside the field of view (-3024 HU) must not turn into values below air."""
+    hu = np.asarray(phantom.volume.hu, np.float32).copy()
+    hu[:, :4, :] = -3024.0
+    padded = phantom.volume.with_array(hu)
+    pair = make_pair(padded, phantom.lung_mask, np.random.default_rng(5), config=CONFIG, case_id="case_p")
+    for scan in (pair.prior, pair.current):
+        corner = np.asarray(scan.hu)[:, :4, :]
+        assert corner.min() > -1200 and abs(float(np.median(corner)) + 1024) < 30

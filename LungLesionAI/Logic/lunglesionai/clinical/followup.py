@@ -21,7 +21,7 @@ Rules (this project's choices are marked as such):
   "resolved" (listed in ``exam["resolved"]``).
 * Volumes of a matched pair of nodules are measured again, together, by paired volumetry
   (:func:`lunglesionai.stages.paired_volumetry.measure_pair`: one foreground, one threshold fraction, vessel
-  detachment and a partial-volume shell on both scans), because the per-scan outlines can be biased differently on
+  detachment and a partial-volume band on both scans), because the per-scan outlines can be biased differently on
   two scans; when that fails, or for masses, each finding's own mask volume is used. ``followup["volumetry"]`` says
   which, and whether the measurement is reliable (thin sections, enough voxels across, solid, both outlines found).
 * Volume-doubling time (Schwartz M., "A biomathematical approach to clinical tumor growth", Cancer
@@ -32,8 +32,8 @@ Rules (this project's choices are marked as such):
   variability of semiautomated volume measurements with multisection CT", Radiology 2006;241(1):251-257; the
   NELSON trial took 25 % volume change as the smallest real growth). The upper end is ``None`` (unbounded) when
   the ratio is within that repeatability. An unreliable volumetry widens the range to ±50 %
-  (:data:`UNRELIABLE_VOLUME_REPEATABILITY`; our choice, about twice the largest error of the paired volume ratio of
-  stable nodules on the project's 3 mm-section pairs).
+  (:data:`UNRELIABLE_VOLUME_REPEATABILITY`; our choice, twice the thin-section figure, for the thick sections, small
+  and sub-solid nodules that the reliability rules name).
 * Interval: from the StudyDate of both scans (``Report.input.description["study_date"]``) or given.
 
 Not covered: texture changes (a ground-glass nodule gaining a solid component is "new solid component" in
@@ -85,9 +85,9 @@ _LUNG_RADS_TO_FOLLOWUP = {"growing": "growing", "slow-growing": "growing", "stab
                           "decreased": "shrinking"}
 
 MapPoints = Callable[[np.ndarray], np.ndarray]
+"""(N, 3) prior LPS mm → (N, 3) current LPS mm."""
 PairVolumetry = Callable[[Finding, Finding], Any]
 """(prior finding, current finding) → :class:`lunglesionai.stages.paired_volumetry.PairedVolumes` or None."""
-"""(N, 3) prior LPS mm → (N, 3) current LPS mm."""
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ from lunglesionai.synth.noise import add_correlated_noise
 
 __all__ = [
     "FOLLOWUP_PAIR_FILES",
+    "OUTSIDE_FOV_HU",
     "OUTSIDE_HU",
     "FollowupPair",
     "FollowupPairConfig",
@@ -88,6 +89,8 @@ logger = logging.getLogger(__name__)
 
 OUTSIDE_HU = -1000.0
 """HU of current voxels that map outside the host (air)."""
+OUTSIDE_FOV_HU = -1024.0
+"""Host voxels below this (a scanner's padding outside its field of view) are raised to it in both scans."""
 FOLLOWUP_PAIR_FILES = ("prior.nii.gz", "current.nii.gz", "truth.json")
 """The files of one case folder written by :func:`write_pairs`."""
 SYNTHETIC_NODULE_HU = 30.0
@@ -311,9 +314,14 @@ def make_pair(host: Volume, host_lung: np.ndarray, rng: np.random.Generator, *,
         [1.0, 1.0, 1.7, 2.2, 0.5, None, None]
     """
     lung = np.asarray(host_lung)
-    if lung.shape != host.shape_zyx or not np.any(lung):
-        raise ValueError(f"{host.source or 'host'}: lung mask {lung.shape} must be non-empty and of shape "
+    if lung.shape != host.shape_zyx:
+        raise ValueError(f"{host.source or 'host'}: lung mask of shape {lung.shape} for a CT of shape "
                          f"{host.shape_zyx}")
+    if not np.any(lung):
+        raise ValueError(f"{host.source or 'host'}: no lung found in the host CT; a follow-up pair needs lungs")
+    # Outside the reconstruction circle (scanner padding such as -3024 HU) is air: new noise on the padding would
+    # otherwise make values no CT reader accepts as HU.
+    host = host.with_array(np.maximum(np.asarray(host.hu, np.float32), OUTSIDE_FOV_HU))
     transform, info = breathing_transform(host, lung, rng, config)
     host_image = volume_to_sitk(host)
     warped = sitk.Resample(sitk.Cast(host_image, sitk.sitkFloat32), host_image, transform, sitk.sitkLinear,
