@@ -84,6 +84,8 @@ def test_unreliable_volumetry_is_said_with_its_reasons_and_wider_range():
     sentence = change_sentence(replace(grown, followup={**grown.followup, "volumetry": volumetry}))
     assert "±50 % volume repeatability" in sentence
     assert sentence.endswith("Volumetry less reliable (3.0 mm voxels on the prior scan (thin sections are <= 1.5 mm)).")
+    stable = {**grown.followup, "status": "stable", "vdt_days": None, "vdt_range_days": None, "volumetry": volumetry}
+    assert "Volumetry less reliable" in change_sentence(replace(grown, followup=stable))  # the volume change too
 
 
 def test_page_shows_prior_beside_current_and_the_resolved(tmp_path):

@@ -61,17 +61,17 @@ def change_sentence(finding: Finding) -> str:
         text += f" ({_signed(followup['mean_diameter_change_mm'], 1)} mm)"
     if followup.get("volume_change_pct") is not None:
         text += f"; volume {_signed(followup['volume_change_pct'], 0)} %"
+    volumetry = followup.get("volumetry") or {}
     if followup.get("vdt_days") is not None:
         text += f"; volume-doubling time {fixed(followup['vdt_days'], 0)} days"
         low, high = (list(followup.get("vdt_range_days") or []) + [None, None])[:2]
-        volumetry = followup.get("volumetry") or {}
         repeatability = volumetry.get("repeatability", 0.25)
         if low is not None:
             text += f" (±{fixed(100 * repeatability, 0)} % volume repeatability: {fixed(low, 0)} to "
             text += ("unbounded" if high is None else f"{fixed(high, 0)}") + " days)"
-        if volumetry.get("reliable") is False:
-            reasons = "; ".join(volumetry.get("reasons") or [])
-            text += f". Volumetry less reliable ({reasons})" if reasons else ". Volumetry less reliable"
+    if followup.get("volume_change_pct") is not None and volumetry.get("reliable") is False:
+        reasons = "; ".join(volumetry.get("reasons") or [])
+        text += f". Volumetry less reliable ({reasons})" if reasons else ". Volumetry less reliable"
     return text + "."
 
 
