@@ -18,8 +18,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/lunglesionai demo -o demo_out --overwrite
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist); a test file stays on one worker, so its module fixtures
+# are built once. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/lunglesionai bench --json bench.json

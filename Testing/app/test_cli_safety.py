@@ -190,8 +190,13 @@ def test_signal_while_writing_leaves_nothing(ct_file, tmp_path, quick_analysis, 
         raise AssertionError("the signal did not stop the run")
 
     monkeypatch.setattr(export, "markups_fiducial_dict", write_and_get_stopped)
+    # Ctrl-C as in a terminal: a test worker process (pytest-xdist) may have been started with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     out = tmp_path / "out"
-    assert main(["analyze", str(ct_file), "-o", str(out), "--no-progress"]) == code
+    try:
+        assert main(["analyze", str(ct_file), "-o", str(out), "--no-progress"]) == code
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "no output was written" in _one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no OUT, no hidden .out.*.partial
 
