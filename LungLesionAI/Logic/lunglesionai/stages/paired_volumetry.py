@@ -64,7 +64,7 @@ class PairedVolumetryConfig:
         threshold_fraction: each scan is cut at parenchyma + fraction × (foreground − parenchyma).
         max_foreground_hu: the common foreground is at most this (solid soft tissue; a calcified core, denser,
             does not raise it).
-        shell_mm: partial-volume shell width, at least the scan's coarsest voxel spacing.
+        shell_mm: half-width of the partial-volume band, at least the scan's coarsest voxel spacing.
         thin_section_mm: coarser voxel spacing (any axis) than this marks the measurement unreliable.
         min_voxels_across: an equivalent diameter under this many coarsest voxel spacings marks it unreliable.
         min_solid_contrast_hu: foreground − parenchyma under this (a sub-solid nodule) marks it unreliable.
@@ -187,7 +187,7 @@ def measure_pair(prior: Volume, prior_center_kji: Sequence[float], prior_radius_
 
 def partial_volume_mm3(volume: Volume, mask: FindingMask, background_hu: float, foreground_hu: float,
                        shell_mm: float, *, threshold_hu: Optional[float] = None) -> float:
-    """Outline volume with the partial-volume shell of Kuhnigk et al. 2006 (module docstring, step 4).
+    """Outline volume with the partial-volume band of Kuhnigk et al. 2006 (module docstring, step 4).
 
     Args:
         volume: the CT (HU).
