@@ -215,7 +215,7 @@ def partial_volume_mm3(volume: Volume, mask: FindingMask, background_hu: float, 
     hi = np.minimum(offset + np.asarray(mask.array.shape) + pad, volume.shape_zyx)
     window = tuple(slice(a, b) for a, b in zip(lo, hi))
     inside = np.zeros(tuple(hi - lo), bool)
-    _paste(inside, mask, lo)
+    FindingMask(tuple(int(o) for o in offset - lo), mask.array).paste_into(inside, True)
     hu = np.asarray(volume.hu[window], np.float32)
     core = ndimage.distance_transform_edt(np.pad(inside, 1), sampling=spacing)[1:-1, 1:-1, 1:-1] > shell_mm
     band = dilate_mm(inside, shell_mm, spacing) & ~core
@@ -224,9 +224,3 @@ def partial_volume_mm3(volume: Volume, mask: FindingMask, background_hu: float, 
     fraction = np.clip((hu[band] - background_hu) / (foreground_hu - background_hu), 0.0, 1.0)
     return float((np.count_nonzero(core) + fraction.sum()) * volume.voxel_volume_mm3)
 
-
-def _paste(window: np.ndarray, mask: FindingMask, window_lo: np.ndarray) -> None:
-    """Set ``mask``'s voxels in ``window``, a crop of the volume starting at ``window_lo`` (k, j, i)."""
-    start = np.asarray(mask.offset_kji) - window_lo
-    region = tuple(slice(a, a + n) for a, n in zip(start, mask.array.shape))
-    window[region] |= mask.array
