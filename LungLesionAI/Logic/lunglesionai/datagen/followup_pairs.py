@@ -348,13 +348,13 @@ def make_pair(host: Volume, host_lung: np.ndarray, rng: np.random.Generator, *,
                  "prior_mask_volume_mm3": None, "current_mask_volume_mm3": None,
                  "volume_factor": None if factor is None else float(factor), "source": name, "texture": texture}
         if scale_prior is not None:
-            mask = paste_nodule(prior_hu, host, prepare_nodule(_scaled(voi, scale_prior), voi_mask, host.spacing_mm,
-                                                   config.paste), matrix, prior_p, config.paste.blend)
+            scaled_nodule = prepare_nodule(_scaled(voi, scale_prior), voi_mask, host.spacing_mm, config.paste)
+            mask = paste_nodule(prior_hu, host, scaled_nodule, matrix, prior_p, config.paste.blend)
             entry.update(_measured("prior", host, prior_p, mask, _nominal_mm3(voi, voi_mask, scale_prior)))
         if scale_current is not None:
             local = matrix @ _local_rotation(transform, current_c)
-            mask = paste_nodule(current_hu, current, prepare_nodule(_scaled(voi, scale_current), voi_mask, host.spacing_mm,
-                                                        config.paste), local, current_c, config.paste.blend)
+            scaled_nodule = prepare_nodule(_scaled(voi, scale_current), voi_mask, host.spacing_mm, config.paste)
+            mask = paste_nodule(current_hu, current, scaled_nodule, local, current_c, config.paste.blend)
             entry.update(_measured("current", host, current_c, mask, _nominal_mm3(voi, voi_mask, scale_current)))
         truth_nodules.append(entry)
     prior_vol = host.with_array(_noisy(prior_hu, host, config, rng))
