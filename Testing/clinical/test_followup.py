@@ -253,6 +253,23 @@ def test_paired_volumes_replace_the_findings_own_in_the_change_and_the_vdt():
     assert grown["volumetry"]["repeatability"] == 0.25 and grown["volumetry"]["threshold_hu"] == [-410.0, -405.0]
 
 
+def test_the_growth_rule_reads_the_paired_volumes_when_both_were_measured():
+    """A nodule that halved (5.5 → 4.5 mm equivalent) whose current outline was over-segmented (own mean diameters
+    5.7 → 8.3 mm): with paired volumes the status is stable, as the Lung-RADS rule on one method says."""
+    prior = _report([_finding("N1", (0, 0, 0), 5.7)])
+    current = _report([_finding("N1", (1, 0, 0), 8.3)])
+    own = compare_findings(prior, current, lambda p: p, 180.0).followup["N1"]
+    assert own["status"] == "growing" and own["status_basis"] == "mean diameters"
+    assert own["equivalent_diameter_change_mm"] is None
+    paired = compare_findings(prior, current, lambda p: p, 180.0, volumetry=_paired(89.2, 47.1)).followup["N1"]
+    assert paired["status"] == "stable" and paired["status_basis"] == "equivalent diameters of the paired volumes"
+    assert paired["equivalent_diameter_change_mm"] == pytest.approx(
+        (6 * 47.1 / math.pi) ** (1 / 3) - (6 * 89.2 / math.pi) ** (1 / 3))
+    assert paired["mean_diameter_change_mm"] == pytest.approx(2.6)  # the own sizes are still reported
+    assert compare_findings(prior, current, lambda p: p, 180.0,
+                            volumetry=_paired(40.0, 200.0)).followup["N1"]["status"] == "growing"
+
+
 def test_unreliable_paired_volumetry_widens_the_vdt_range():
     prior, current = _pair()
     reliable = compare_findings(prior, current, _shift, 337.0, volumetry=_paired(100.0, 250.0)).followup["N2"]
@@ -282,3 +299,38 @@ def test_a_failed_paired_measurement_falls_back_to_the_findings_own_volumes():
 def test_unreliable_repeatability_is_checked():
     with pytest.raises(ValueError, match="unreliable_volume_repeatability"):
         FollowupConfig(unreliable_volume_repeatability=1.0)
+
+
+# ---------------------------------------------------------------------------------------------- solid component
+def _part_solid(finding_id, center, diameter_mm, solid_mm):
+    return _finding(finding_id, center, diameter_mm, texture="part-solid", solid_component_mean_diameter_mm=solid_mm,
+                    solid_component_volume_mm3=_sphere_volume(solid_mm))
+
+
+def test_a_growing_solid_component_makes_a_part_solid_nodule_growing_and_gets_its_own_vdt():
+    """Total 12 mm on both scans, solid component 4 → 6 mm in 180 days: Lung-RADS v2022 "growing part-solid,
+    solid component ≥ 4 mm" (4B), although the total mean diameter is stable."""
+    prior = _report([_part_solid("N1", (0, 0, 0), 12.0, 4.0)])
+    current = _report([_part_solid("N1", (1, 0, 0), 12.0, 6.0)])
+    comparison = compare_findings(prior, current, lambda p: p, 180.0)
+    entry = comparison.followup["N1"]
+    solid = entry["solid_component"]
+    assert solid["status"] == "growing" and solid["mean_diameter_change_mm"] == pytest.approx(2.0)
+    assert solid["vdt_days"] == pytest.approx(180.0 * math.log(2) / math.log((6.0 / 4.0) ** 3))
+    assert entry["status"] == "growing" and comparison.lung_rads_follow_up["N1"]["status"] == "growing"
+    assert entry["vdt_days"] is None  # the total volume did not grow
+    read = apply_clinical_read(with_followup(current, comparison), PatientInfo(age_years=65), "screening",
+                               follow_up=comparison.lung_rads_follow_up)
+    assert read.findings[0].lung_rads == "4B" and "growing part-solid" in read.findings[0].lung_rads_reason
+    validate_report_dict(read.to_dict())
+
+
+def test_a_stable_solid_component_leaves_the_status_to_the_total_size():
+    prior = _report([_part_solid("N1", (0, 0, 0), 10.0, 5.0)])
+    current = _report([_part_solid("N1", (1, 0, 0), 10.2, 5.3)])
+    entry = compare_findings(prior, current, lambda p: p, 180.0).followup["N1"]
+    assert entry["status"] == "stable" and entry["solid_component"]["status"] == "stable"
+    assert entry["solid_component"]["vdt_days"] is None
+    solid_only = compare_findings(_report([_finding("N1", (0, 0, 0), 10.0)]),
+                                  _report([_finding("N1", (1, 0, 0), 10.2)]), lambda p: p, 180.0)
+    assert "solid_component" not in solid_only.followup["N1"]  # solid nodules have no separate component

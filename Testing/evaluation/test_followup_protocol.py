@@ -127,11 +127,11 @@ def test_the_compared_volumes_are_scored_and_a_range_that_misses_is_counted(tmp_
         return Report(input=InputInfo.from_volume(volume), findings=list(findings[side]),
                       exam={"lungs_fully_covered": True})
 
-    def paired(old, new):  # the true volumes, except the x2.2 nodule, measured x1.3 and marked unreliable
+    def paired(old, new):  # the true volumes, except the x2.2 nodule, measured x4 and marked unreliable
         v1 = old.volume_mm3
         v2 = new.volume_mm3 / 1.5
         if v1 == 120.0:
-            return PairedVolumes(v1, 1.3 * v1, PAIRED_METHOD, False, ("3.0 mm voxels on the prior scan",))
+            return PairedVolumes(v1, 4.0 * v1, PAIRED_METHOD, False, ("3.0 mm voxels on the prior scan",))
         return PairedVolumes(v1, v2, PAIRED_METHOD, True, ())
 
     def compare(prior_volume, prior, current_volume, current, days):
@@ -140,12 +140,14 @@ def test_the_compared_volumes_are_scored_and_a_range_that_misses_is_counted(tmp_
     metrics = evaluate_followup(tmp_path / "pairs", analyze=analyze, compare=compare)
     rows = metrics["per_case"][0]["nodules"]
     assert rows[2]["vdt_rel_error"] == pytest.approx(0.0, abs=1e-9)  # own volumes +50 % would be far off
-    assert rows[1]["vdt_rel_error"] == pytest.approx(math.log(2.2) / math.log(1.3) - 1)
+    assert rows[1]["vdt_rel_error"] == pytest.approx(1 - math.log(2.2) / math.log(4.0))
     assert [r["volumetry_reliable"] for r in rows[:3]] == [True, False, True]
     assert metrics["vdt_within_25pct_fraction"] == 0.5 and metrics["vdt_acceptance_set_reliable"] == 1
     assert metrics["vdt_within_25pct_fraction_reliable"] == 1.0
-    # both growing by their own (+50 %) diameters; the ±50 % range of x1.3 misses the true x2.2
-    assert (metrics["vdt_range_evaluated"], metrics["vdt_range_coverage"]) == (2, 0.5)
+    # the status reads the paired volumes: the x1.3 nodule is stable (no VDT reported, though its own +50 %
+    # diameters would call it growing); the x2.2 one is growing, and the ±50 % range of x4 misses the true x2.2
+    assert [r["predicted_status"] for r in rows[1:3]] == ["growing", "stable"]
+    assert (metrics["vdt_range_evaluated"], metrics["vdt_range_coverage"]) == (1, 0.0)
 
 
 def test_without_registration_nothing_matches(tmp_path):

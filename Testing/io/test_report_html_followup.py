@@ -88,6 +88,27 @@ def test_unreliable_volumetry_is_said_with_its_reasons_and_wider_range():
     assert "Volumetry less reliable" in change_sentence(replace(grown, followup=stable))  # the volume change too
 
 
+def test_the_change_shown_is_the_one_the_growth_rule_read():
+    report, *_ = _pair()
+    grown = report.findings[0]
+    paired = replace(grown, followup={**grown.followup, "status": "stable", "vdt_days": None,
+                                      "vdt_range_days": None, "equivalent_diameter_change_mm": -1.06})
+    assert change_cell(paired) == "stable -1.1 mm, +120 % vol."
+    sentence = change_sentence(paired)
+    assert "(+2.1 mm)" in sentence and "equivalent diameter -1.1 mm, which the growth rule read" in sentence
+
+
+def test_solid_component_change_is_written_out():
+    report, *_ = _pair()
+    grown = report.findings[0]
+    solid = {"status": "growing", "prior_mean_diameter_mm": 4.0, "mean_diameter_mm": 6.0,
+             "mean_diameter_change_mm": 2.0, "prior_volume_mm3": 33.5, "current_volume_mm3": 113.1,
+             "volume_change_pct": 237.5, "vdt_days": 102.4}
+    sentence = change_sentence(replace(grown, followup={**grown.followup, "solid_component": solid}))
+    assert sentence.endswith("Solid component growing: 4.0 → 6.0 mm, volume-doubling time 102 days.")
+    assert "Solid component" not in change_sentence(grown)
+
+
 def test_page_shows_prior_beside_current_and_the_resolved(tmp_path):
     report, volume, prior_volume, prior_report = _pair()
     path = report_html.write_report_html(report, volume, tmp_path / "report.html", render_3d=False,

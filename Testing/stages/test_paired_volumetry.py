@@ -15,13 +15,15 @@ from lunglesionai.stages.paired_volumetry import (
 )
 from lunglesionai.stages.segmentation import segment_nodule
 
-LUNG_HU, NODULE_HU = -850.0, 30.0
+LUNG_HU, NODULE_HU, RIM_HU = -850.0, 30.0, -520.0
 
 
-def _scan(diameter_mm, spacing_xyz, slice_blur_mm, *, core_hu=None, noise_hu=0.0, seed=0, vessel=False):
+def _scan(diameter_mm, spacing_xyz, slice_blur_mm, *, core_hu=None, noise_hu=0.0, seed=0, vessel=False,
+          rim_mm=0.0):
     """A lung-density cube with one solid sphere at its centre, sampled on a fine grid, blurred in z as a thick
-    slice does (Gaussian, FWHM ``slice_blur_mm``) and in-plane by 0.6 mm, then resampled to ``spacing_xyz``.
-    Returns (Volume, centre kji, true volume mm³)."""
+    slice does (Gaussian, FWHM ``slice_blur_mm``) and in-plane by 0.6 mm, then resampled to ``spacing_xyz``;
+    ``rim_mm`` > 0 wraps the sphere in a ground-glass rim (``RIM_HU``) that thick. Returns (Volume, centre kji,
+    true volume mm³ of the solid sphere)."""
     fine = 0.25
     side_mm = 40.0
     n = int(side_mm / fine)
@@ -29,6 +31,7 @@ def _scan(diameter_mm, spacing_xyz, slice_blur_mm, *, core_hu=None, noise_hu=0.0
     z, y, x = np.meshgrid(grid, grid, grid, indexing="ij")
     r2 = x**2 + y**2 + z**2
     hu = np.full((n, n, n), LUNG_HU, np.float32)
+    hu[r2 <= (diameter_mm / 2 + rim_mm) ** 2] = RIM_HU
     hu[r2 <= (diameter_mm / 2) ** 2] = NODULE_HU
     if core_hu is not None:  # a calcified centre
         hu[r2 <= (diameter_mm / 5) ** 2] = core_hu
@@ -101,6 +104,33 @@ def test_a_vessel_beside_the_nodule_is_not_counted():
     assert pair.current_volume_mm3 == pytest.approx(pair.prior_volume_mm3, rel=0.1)
 
 
+def test_a_solid_nodule_measures_alike_at_every_cut_and_reports_the_median():
+    prior, c1, v1 = _scan(8.0, (0.7, 0.7, 1.0), 1.0, noise_hu=15.0, seed=3)
+    current, c2, v2 = _scan(8.0 * 1.7 ** (1 / 3), (0.7, 0.7, 1.0), 1.0, noise_hu=15.0, seed=4)
+    pair = measure_pair(prior, c1, 4.0, current, c2, 4.0 * 1.7 ** (1 / 3))
+    ratios = pair.ratio_by_cut
+    assert sorted(ratios) == sorted(PairedVolumetryConfig().threshold_fractions)
+    assert max(ratios.values()) / min(ratios.values()) < 1.1
+    assert _ratio(pair) == pytest.approx(sorted(ratios.values())[1])  # the median cut's volumes are reported
+    assert ratios[pair.threshold_fraction] == pytest.approx(_ratio(pair))
+    assert _ratio(pair) == pytest.approx(1.7, rel=0.1) and pair.reliable
+    assert [c["fraction"] for c in pair.to_dict()["ratio_by_cut"]] == [0.5, 0.35, 0.25]
+
+
+def test_a_part_solid_nodule_whose_core_grew_inside_an_unchanged_rim_is_unreliable():
+    """Solid core ×2.2 within a ground-glass rim of the same outer size: the half-way cut sees the core grow, the
+    low cuts see the whole nodule stay; the cuts disagree and the measurement says so."""
+    outer = 12.0
+    d1, d2 = 5.0, 5.0 * 2.2 ** (1 / 3)
+    prior, c1, _ = _scan(d1, (0.7, 0.7, 1.0), 1.0, rim_mm=(outer - d1) / 2)
+    current, c2, _ = _scan(d2, (0.7, 0.7, 1.0), 1.0, rim_mm=(outer - d2) / 2)
+    pair = measure_pair(prior, c1, outer / 2, current, c2, outer / 2)
+    ratios = pair.ratio_by_cut
+    assert ratios[0.5] > 1.5 and ratios[0.25] < 1.3
+    assert not pair.reliable
+    assert any(r.startswith("the volume ratio depends on the density cut") for r in pair.reasons)
+
+
 def test_nothing_to_outline_is_said_and_unreliable():
     prior, c1, _ = _scan(8.0, (0.7, 0.7, 1.0), 1.0)
     empty = Volume(np.full(prior.shape_zyx, LUNG_HU, np.float32), prior.spacing_mm, (0.0, 0.0, 0.0))
@@ -121,7 +151,8 @@ def test_small_and_sub_solid_nodules_are_marked():
     assert any(r.startswith("not solid") for r in pair.reasons) and not pair.reliable
 
 
-@pytest.mark.parametrize("field, value", [("threshold_fraction", 0.0), ("threshold_fraction", 1.0),
+@pytest.mark.parametrize("field, value", [("threshold_fractions", (0.0,)), ("threshold_fractions", (0.5, 1.0)),
+                                          ("threshold_fractions", ()), ("max_cut_spread", 0.9),
                                           ("shell_mm", 0.0), ("min_voxels_across", -1.0)])
 def test_config_refuses_bad_values(field, value):
     with pytest.raises(ValueError, match=field):

@@ -56,6 +56,24 @@ def test_sphere_attached_to_a_vessel():
     assert crop_x.min() > 0 and crop_x.max() < SHAPE[2] - 1  # the vessel is cut off
 
 
+def test_sphere_touching_a_thick_vessel_is_split_off_when_asked():
+    """A 4 mm-radius nodule against a 10 mm-wide vessel (too thick for the largest opening): the default outline
+    gives up; with ``separate_touching`` the watershed split keeps the nodule and leaves the vessel."""
+    z, y, _x = _grid()
+    nodule = _sphere(4.0)
+    vessel = (y - CENTRE_MM[1] - 8.5) ** 2 + (z - CENTRE_MM[0]) ** 2 <= 5.0**2
+    hu = np.full(SHAPE, LUNG_HU, np.float32)
+    hu[vessel | nodule] = SOLID_HU
+    volume = _volume(hu)
+    assert segment_nodule(volume, _centre_kji(), 4.0) is None
+    mask = segment_nodule(volume, _centre_kji(), 4.0, None, NoduleSegmentationConfig(separate_touching=True))
+    assert mask is not None
+    assert _dice(mask, nodule) > 0.8
+    pasted = np.zeros(SHAPE, bool)
+    mask.paste_into(pasted, True)
+    assert (pasted & vessel & ~nodule).sum() < 0.1 * nodule.sum()
+
+
 @pytest.mark.parametrize("with_lung_mask", [True, False])
 def test_sphere_attached_to_the_chest_wall(with_lung_mask):
     _z, _y, x = _grid()
@@ -103,6 +121,8 @@ def test_invalid_inputs(centre, radius, lung_shape, message):
 def test_config_validation():
     with pytest.raises(ValueError, match="threshold_fraction"):
         NoduleSegmentationConfig(threshold_fraction=1.5)
+    with pytest.raises(ValueError, match="watershed_h_mm"):
+        NoduleSegmentationConfig(watershed_h_mm=0.0)
     with pytest.raises(ValueError, match="min_opening_mm"):
         NoduleSegmentationConfig(min_opening_mm=3.0, max_opening_mm=1.0)
 

@@ -17,13 +17,17 @@ Rules (this project's choices are marked as such):
   more than 1.5 mm (:func:`lunglesionai.clinical.lung_rads.follow_up_status`); within 12 months it is "growing",
   over a longer interval "slow-growing" for Lung-RADS and "growing" in ``followup``. A decrease by more than
   1.5 mm is "shrinking" (Lung-RADS "decreased"; the symmetric threshold is ours: Lung-RADS reads stable and
-  decreased alike); anything else is "stable". An unmatched current finding is "new"; an unmatched prior one
-  "resolved" (listed in ``exam["resolved"]``).
+  decreased alike); anything else is "stable". When paired volumetry (below) measured both volumes, the rule is
+  applied to the diameters of the spheres of those two volumes (equivalent diameters) instead of each scan's own
+  mean diameter (our choice: one method on both scans; on the project's pairs an over-segmented current outline
+  turned a nodule that halved into "growing +2.6 mm"); ``followup["status_basis"]`` says which. An unmatched
+  current finding is "new"; an unmatched prior one "resolved" (listed in ``exam["resolved"]``).
 * Volumes of a matched pair of nodules are measured again, together, by paired volumetry
-  (:func:`lunglesionai.stages.paired_volumetry.measure_pair`: one foreground, one threshold fraction, vessel
+  (:func:`lunglesionai.stages.paired_volumetry.measure_pair`: one foreground, the same density cuts, vessel
   detachment and a partial-volume band on both scans), because the per-scan outlines can be biased differently on
   two scans; when that fails, or for masses, each finding's own mask volume is used. ``followup["volumetry"]`` says
-  which, and whether the measurement is reliable (thin sections, enough voxels across, solid, both outlines found).
+  which, and whether the measurement is reliable (thin sections, enough voxels across, solid, density cuts that
+  agree, both outlines found).
 * Volume-doubling time (Schwartz M., "A biomathematical approach to clinical tumor growth", Cancer
   1961;14:1272-1294): ``VDT = Δt · ln 2 / ln(V2 / V1)`` in days, from those two volumes; reported only for
   growing findings. Its range (``vdt_range_days``) allows the volume ratio to be off by the inter-scan
@@ -35,6 +39,12 @@ Rules (this project's choices are marked as such):
   (:data:`UNRELIABLE_VOLUME_REPEATABILITY`; our choice, twice the thin-section figure, for the thick sections, small
   and sub-solid nodules that the reliability rules name).
 * Interval: from the StudyDate of both scans (``Report.input.description["study_date"]``) or given.
+
+* Part-solid nodules (either scan): the solid component's change is given too (``followup["solid_component"]``:
+  Lung-RADS status, mean diameters, volumes, VDT when it grows), from each scan's solid component (the same fixed
+  HU rule on both). Lung-RADS v2022 reads part-solid growth on the solid component ("new or growing solid
+  component", categories 4A/4B), so a solid component growing by more than 1.5 mm makes the nodule "growing" even
+  when its total mean diameter is stable.
 
 Not covered: texture changes (a ground-glass nodule gaining a solid component is "new solid component" in
 Lung-RADS; here only the sizes are compared), and growth over more than two exams.
@@ -81,6 +91,10 @@ UNRELIABLE_VOLUME_REPEATABILITY = 0.5
 """The repeatability assumed when the volumetry is marked unreliable (±50 %; our choice, see above)."""
 OWN_OUTLINES = "each scan's own outline"
 """``followup["volumetry"]["method"]`` when the findings' own mask volumes were compared."""
+STATUS_FROM_PAIRED_VOLUMES = "equivalent diameters of the paired volumes"
+"""``followup["status_basis"]`` when the growth rule read the paired volumetry."""
+STATUS_FROM_MEAN_DIAMETERS = "mean diameters"
+"""``followup["status_basis"]`` when it read each scan's own mean diameter."""
 _LUNG_RADS_TO_FOLLOWUP = {"growing": "growing", "slow-growing": "growing", "stable": "stable",
                           "decreased": "shrinking"}
 
@@ -417,7 +431,18 @@ def _change(old: Finding, new: Finding, interval_days: float, distance_mm: float
             paired=None) -> tuple[dict[str, Any], str]:
     """The ``followup`` entry of a matched pair, and its Lung-RADS status (``paired``: its PairedVolumes)."""
     d_old, d_new = _mean_diameter_mm(old), _mean_diameter_mm(new)
-    rads_status = follow_up_status(d_new, d_old, interval_days / DAYS_PER_MONTH)
+    months = interval_days / DAYS_PER_MONTH
+    equivalent = None
+    if paired is not None and paired.measured and paired.prior_volume_mm3 > 0 and paired.current_volume_mm3 > 0:
+        equivalent = (_equivalent_diameter_mm(paired.prior_volume_mm3), _equivalent_diameter_mm(
+            paired.current_volume_mm3))
+        rads_status = follow_up_status(equivalent[1], equivalent[0], months)
+    else:
+        rads_status = follow_up_status(d_new, d_old, months)
+    solid = _solid_component_change(old, new, interval_days)
+    if solid is not None and solid["status"] in ("growing", "slow-growing") and rads_status not in (
+            "growing", "slow-growing"):
+        rads_status = solid["status"]  # Lung-RADS v2022 reads part-solid growth on the solid component
     status = _LUNG_RADS_TO_FOLLOWUP[rads_status]
     volumes, volumetry = _compared_volumes(old, new, paired)
     repeatability = config.volume_repeatability if volumetry["reliable"] else config.unreliable_volume_repeatability
@@ -429,13 +454,36 @@ def _change(old: Finding, new: Finding, interval_days: float, distance_mm: float
         vdt_range = None if vdt is None else list(vdt_range_days(*volumes, interval_days,
                                                                  repeatability=repeatability))
     entry = {"status": status, "prior_id": old.id, "prior_mean_diameter_mm": d_old,
-             "mean_diameter_change_mm": d_new - d_old, "prior_volume_mm3": volumes[0],
+             "mean_diameter_change_mm": d_new - d_old,
+             "status_basis": STATUS_FROM_MEAN_DIAMETERS if equivalent is None else STATUS_FROM_PAIRED_VOLUMES,
+             "equivalent_diameter_change_mm": None if equivalent is None else equivalent[1] - equivalent[0],
+             "prior_volume_mm3": volumes[0],
              "current_volume_mm3": volumes[1],
              "volume_change_pct": 100.0 * (volumes[1] / volumes[0] - 1.0) if have_volumes else None,
              "vdt_days": vdt, "vdt_range_days": vdt_range, "volumetry": volumetry,
              "interval_days": float(interval_days), "match_distance_mm": float(distance_mm),
              "prior_center_lps_mm": [float(c) for c in old.center_lps_mm]}
+    if solid is not None:
+        entry["solid_component"] = solid
     return entry, rads_status
+
+
+def _solid_component_change(old: Finding, new: Finding, interval_days: float) -> Optional[dict[str, Any]]:
+    """``followup["solid_component"]`` of a part-solid nodule whose solid component was measured on both scans (the
+    same fixed HU rule on both, :func:`lunglesionai.stages.measurements.solid_component`): its Lung-RADS status,
+    mean diameters, volumes and, when its volume grew, VDT; None otherwise."""
+    if "part-solid" not in (old.texture, new.texture):
+        return None
+    sizes = (old.solid_component_mean_diameter_mm, new.solid_component_mean_diameter_mm)
+    volumes = (old.solid_component_volume_mm3, new.solid_component_volume_mm3)
+    if not all(v is not None and v > 0 for v in sizes + volumes):
+        return None
+    rads = follow_up_status(float(sizes[1]), float(sizes[0]), interval_days / DAYS_PER_MONTH)
+    vdt = volume_doubling_time_days(float(volumes[0]), float(volumes[1]), interval_days)
+    return {"status": rads, "prior_mean_diameter_mm": float(sizes[0]), "mean_diameter_mm": float(sizes[1]),
+            "mean_diameter_change_mm": float(sizes[1]) - float(sizes[0]), "prior_volume_mm3": float(volumes[0]),
+            "current_volume_mm3": float(volumes[1]), "volume_change_pct": 100.0 * (volumes[1] / volumes[0] - 1.0),
+            "vdt_days": vdt if rads in ("growing", "slow-growing") else None}
 
 
 def _compared_volumes(old: Finding, new: Finding, paired) -> tuple[tuple[Optional[float], Optional[float]],
@@ -460,6 +508,11 @@ def _new_entry(interval_days: float) -> dict[str, Any]:
 def _compared(report: Report) -> list[Finding]:
     """The nodules and masses of a report that take part in the comparison (not rejected)."""
     return [f for f in report.findings if f.kind in ("nodule", "mass") and f.status != "rejected"]
+
+
+def _equivalent_diameter_mm(volume_mm3: float) -> float:
+    """Diameter (mm) of the sphere of ``volume_mm3``."""
+    return float((6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0))
 
 
 def _mean_diameter_mm(finding: Finding) -> float:

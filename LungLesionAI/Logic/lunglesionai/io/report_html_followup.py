@@ -30,12 +30,15 @@ _MISSING = "–"
 
 def change_cell(finding: Finding) -> str:
     """Short plain-text change of a finding for the table: "growing +1.9 mm, +85 % vol., VDT 160 d", "new",
-    "stable −0.2 mm", or "–" without a prior scan."""
+    "stable −0.2 mm", or "–" without a prior scan; the diameter change is the one the growth rule read (the
+    paired volumes' equivalent diameter when measured, else the mean diameter)."""
     followup = finding.followup
     if not followup:
         return _MISSING
     parts = [str(followup.get("status") or _MISSING)]
-    change = followup.get("mean_diameter_change_mm")
+    change = followup.get("equivalent_diameter_change_mm")  # what the growth rule read, when paired
+    if change is None:
+        change = followup.get("mean_diameter_change_mm")
     if change is not None:
         parts.append(f"{_signed(change, 1)} mm")
     if followup.get("volume_change_pct") is not None:
@@ -61,6 +64,9 @@ def change_sentence(finding: Finding) -> str:
         text += f" ({_signed(followup['mean_diameter_change_mm'], 1)} mm)"
     if followup.get("volume_change_pct") is not None:
         text += f"; volume {_signed(followup['volume_change_pct'], 0)} %"
+    if followup.get("equivalent_diameter_change_mm") is not None:
+        text += (f" (equivalent diameter {_signed(followup['equivalent_diameter_change_mm'], 1)} mm, which the "
+                 "growth rule read)")
     volumetry = followup.get("volumetry") or {}
     if followup.get("vdt_days") is not None:
         text += f"; volume-doubling time {fixed(followup['vdt_days'], 0)} days"
@@ -72,6 +78,12 @@ def change_sentence(finding: Finding) -> str:
     if followup.get("volume_change_pct") is not None and volumetry.get("reliable") is False:
         reasons = "; ".join(volumetry.get("reasons") or [])
         text += f". Volumetry less reliable ({reasons})" if reasons else ". Volumetry less reliable"
+    solid = followup.get("solid_component")
+    if solid:
+        text += (f". Solid component {solid.get('status')}: {_num(solid.get('prior_mean_diameter_mm'), 1)} → "
+                 f"{_num(solid.get('mean_diameter_mm'), 1)} mm")
+        if solid.get("vdt_days") is not None:
+            text += f", volume-doubling time {fixed(solid['vdt_days'], 0)} days"
     return text + "."
 
 

@@ -25,6 +25,13 @@ volumetry of solid pulmonary lesions in thoracic CT scans", IEEE TMI 25(4):417-4
    expected radius (up to ``max_retry_radius_mm``: the seed may sit on the surface of a larger nodule than
    expected), and failing that there is no plausible nodule.
 
+6. Touching structures (only with ``separate_touching``): a nodule abutting a vessel or structure thicker than the
+   largest opening ball cannot be opened off it. The thresholded region is then split at the watershed lines of
+   its distance map (each thick part is its own maximum of the distance to the background; maxima shallower than
+   ``watershed_h_mm`` merged, so a vessel's plateau does not split), and step 5 is repeated inside the basin that
+   holds the seed (the classical distance-transform watershed split of touching objects, Vincent & Soille, IEEE
+   TPAMI 13(6):583-598, 1991).
+
 All distances are in mm with the volume's anisotropic spacing (Euclidean distance transforms with sampling).
 """
 
@@ -35,6 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
 
 from lunglesionai.core.findings import FindingMask
 from lunglesionai.core.volume import Volume
@@ -69,6 +78,10 @@ class NoduleSegmentationConfig:
         min_volume_mm3: smaller results are not plausible nodules (None).
         max_retry_radius_mm: when the nodule cannot be separated from a large structure, the segmentation is
             retried with twice the expected radius (larger VOI, hull and opening) up to this radius.
+        separate_touching: when the opening cannot separate the nodule, split the thresholded region at the
+            watershed lines of its distance map and detach again inside the seed's basin (step 6; off by default,
+            on in :mod:`lunglesionai.stages.paired_volumetry`).
+        watershed_h_mm: distance-map maxima shallower than this (mm) are merged before the split.
 
     Raises:
         ValueError: a size is not positive, a fraction is outside (0, 1), or a range is reversed.
@@ -89,10 +102,12 @@ class NoduleSegmentationConfig:
     hull_min_mm: float = 5.0
     min_volume_mm3: float = 4.0
     max_retry_radius_mm: float = 16.0
+    separate_touching: bool = False
+    watershed_h_mm: float = 0.7
 
     def __post_init__(self) -> None:
         for name in ("voi_radius_factor", "voi_min_half_mm", "min_opening_mm", "max_opening_mm", "min_volume_mm3",
-                     "max_retry_radius_mm"):
+                     "max_retry_radius_mm", "watershed_h_mm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"NoduleSegmentationConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("core_radius_fraction", "threshold_fraction", "opening_fraction"):
@@ -337,7 +352,8 @@ def _detach(
     inner_faces: np.ndarray,
     config: NoduleSegmentationConfig,
 ) -> tuple[np.ndarray | None, bool]:
-    """Seed component after opening (growing radii) and geodesic restoration.
+    """Seed component after opening (growing radii) and geodesic restoration; when that cannot separate it and
+    ``config.separate_touching``, the same inside the seed's watershed basin (step 6 of the module docstring).
 
     Returns (mask, False) on success, (None, False) when nothing is above the threshold at the seed, and
     (None, True) when the component still reaches the VOI's inner faces at the largest opening.
@@ -345,6 +361,28 @@ def _detach(
     grown = _seed_component(region, seed, core)
     if grown is None:
         return None, False
+    mask = _open_and_restore(grown, seed, core, radius_mm, spacing, inner_faces, config)
+    if mask is None and config.separate_touching:
+        basin = _seed_basin(grown, seed, spacing, config.watershed_h_mm)
+        if basin is not None:
+            mask = _open_and_restore(basin, seed, core, radius_mm, spacing, inner_faces, config)
+    if mask is None:
+        logger.debug("nodule not separable from a large structure (opening up to %.1f mm)", config.max_opening_mm)
+        return None, True
+    return mask, False
+
+
+def _open_and_restore(
+    grown: np.ndarray,
+    seed: tuple[int, ...],
+    core: np.ndarray,
+    radius_mm: float,
+    spacing: np.ndarray,
+    inner_faces: np.ndarray,
+    config: NoduleSegmentationConfig,
+) -> np.ndarray | None:
+    """Opening with growing radii and geodesic restoration inside ``grown``; None while it still reaches the VOI's
+    inner faces at the largest opening."""
     rho = float(np.clip(config.opening_fraction * radius_mm, config.min_opening_mm, config.max_opening_mm))
     while True:
         opened = _open_mm(grown, rho, spacing)
@@ -355,11 +393,23 @@ def _detach(
             restored = dilate_mm(part, rho, spacing) & grown
             restored = _seed_component(restored, seed, core)
             if restored is not None and not (restored & inner_faces).any():
-                return restored, False
+                return restored
         if rho >= config.max_opening_mm:
-            logger.debug("nodule not separable from a large structure (opening up to %.1f mm)", rho)
-            return None, True
+            return None
         rho = min(rho * 1.5, config.max_opening_mm)
+
+
+def _seed_basin(grown: np.ndarray, seed: tuple[int, ...], spacing: np.ndarray, h_mm: float) -> np.ndarray | None:
+    """The watershed basin of the distance map (mm to the background) of ``grown`` that holds the seed: a nodule
+    touching a thicker structure is a separate maximum of that map (maxima shallower than ``h_mm`` merged); None
+    when the seed is in no basin or ``grown`` is one basin."""
+    distance = ndi.distance_transform_edt(grown, sampling=spacing)
+    markers, count = ndi.label(h_maxima(distance, h_mm) & grown)
+    if count < 2:
+        return None
+    basins = watershed(-distance, markers, mask=grown)
+    label = basins[seed]
+    return None if label == 0 else basins == label
 
 
 def _seed_component(mask: np.ndarray, seed: tuple[int, ...], core: np.ndarray) -> np.ndarray | None:
