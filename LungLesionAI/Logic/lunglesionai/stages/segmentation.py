@@ -372,15 +372,9 @@ def _detach(
     return mask, False
 
 
-def _open_and_restore(
-    grown: np.ndarray,
-    seed: tuple[int, ...],
-    core: np.ndarray,
-    radius_mm: float,
-    spacing: np.ndarray,
-    inner_faces: np.ndarray,
-    config: NoduleSegmentationConfig,
-) -> np.ndarray | None:
+def _open_and_restore(grown: np.ndarray, seed: tuple[int, ...], core: np.ndarray, radius_mm: float,
+                      spacing: np.ndarray, inner_faces: np.ndarray,
+                      config: NoduleSegmentationConfig) -> np.ndarray | None:
     """Opening with growing radii and geodesic restoration inside ``grown``; None while it still reaches the VOI's
     inner faces at the largest opening."""
     rho = float(np.clip(config.opening_fraction * radius_mm, config.min_opening_mm, config.max_opening_mm))
