@@ -139,6 +139,7 @@ def test_nothing_to_outline_is_said_and_unreliable():
     assert pair.prior_volume_mm3 is not None and pair.current_volume_mm3 is None
     assert any("on the current scan" in r for r in pair.reasons)
     assert pair.to_dict()["method"] == "no paired measurement"
+    assert pair.threshold_fraction is None and pair.ratio_by_cut == {}
 
 
 def test_small_and_sub_solid_nodules_are_marked():

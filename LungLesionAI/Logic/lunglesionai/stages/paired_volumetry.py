@@ -61,7 +61,7 @@ from lunglesionai.stages.segmentation import NoduleSegmentationConfig, dilate_mm
 
 __all__ = ["PAIRED_METHOD", "PairedVolumes", "PairedVolumetryConfig", "measure_pair", "partial_volume_mm3"]
 
-PAIRED_METHOD = "paired (one foreground, median of three density cuts, partial-volume corrected)"
+PAIRED_METHOD = "paired (one foreground, median of the density cuts, partial-volume corrected)"
 """``PairedVolumes.method`` of a successful paired measurement."""
 
 _SEGMENTATION = NoduleSegmentationConfig(separate_touching=True)
@@ -205,13 +205,13 @@ def measure_pair(prior: Volume, prior_center_kji: Sequence[float], prior_radius_
                        for (name, *_), t, v in zip(scans, chosen.thresholds, chosen.volumes) if v is None)
     for (name, volume, *_), volume_mm3 in zip(scans, chosen.volumes):
         coarsest = float(max(volume.spacing_mm))
-        if volume_mm3 is not None and (6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0) < config.min_voxels_across * coarsest:
-            reasons.append(f"{(6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0):.1f} mm across on {coarsest:.1f} mm voxels "
-                           f"on the {name} scan")
+        diameter = None if volume_mm3 is None else (6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)
+        if diameter is not None and diameter < config.min_voxels_across * coarsest:
+            reasons.append(f"{diameter:.1f} mm across on {coarsest:.1f} mm voxels on the {name} scan")
     method = PAIRED_METHOD if both else "no paired measurement"
     return PairedVolumes(chosen.volumes[0], chosen.volumes[1], method, not reasons, tuple(dict.fromkeys(reasons)),
                          float(foreground), chosen.thresholds, chosen.masks[0], chosen.masks[1],
-                         threshold_fraction=chosen.fraction, ratio_by_cut=ratios)
+                         threshold_fraction=chosen.fraction if both else None, ratio_by_cut=ratios)
 
 
 @dataclass(frozen=True)
