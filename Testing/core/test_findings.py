@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lunglesionai import NOT_RUN, Finding, FindingMask, InputInfo, Report
-from lunglesionai.core.findings import validate_report_dict
+from lunglesionai.core.findings import equivalent_diameter_mm, validate_report_dict
 
 
 def _report() -> Report:
@@ -212,3 +212,12 @@ def test_schema_rejects_bad_clinical_fields(path, value):
 def test_finding_validates_clinical_fields(field_name, value):
     with pytest.raises(ValueError, match=field_name):
         Finding("N1", "nodule", (0, 0, 0), ((0, 0, 0), (1, 1, 1)), **{field_name: value})
+
+
+def test_equivalent_diameter_is_the_sphere_of_that_volume():
+    for diameter in (0.0, 1.0, 6.0, 31.4):
+        volume = np.pi * diameter**3 / 6.0
+        assert equivalent_diameter_mm(volume) == pytest.approx(diameter, rel=1e-12, abs=1e-12)
+    assert isinstance(equivalent_diameter_mm(np.float32(10.0)), float)
+    with pytest.raises(ValueError, match="volume must be >= 0"):
+        equivalent_diameter_mm(-1.0)

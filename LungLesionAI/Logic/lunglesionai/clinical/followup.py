@@ -63,7 +63,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from lunglesionai.clinical.lung_rads import follow_up_status
-from lunglesionai.core.findings import Finding, Report
+from lunglesionai.core.findings import Finding, Report, equivalent_diameter_mm
 
 __all__ = [
     "DAYS_PER_MONTH",
@@ -434,7 +434,7 @@ def _change(old: Finding, new: Finding, interval_days: float, distance_mm: float
     months = interval_days / DAYS_PER_MONTH
     equivalent = None
     if paired is not None and paired.measured and paired.prior_volume_mm3 > 0 and paired.current_volume_mm3 > 0:
-        equivalent = (_equivalent_diameter_mm(paired.prior_volume_mm3), _equivalent_diameter_mm(
+        equivalent = (equivalent_diameter_mm(paired.prior_volume_mm3), equivalent_diameter_mm(
             paired.current_volume_mm3))
         rads_status = follow_up_status(equivalent[1], equivalent[0], months)
     else:
@@ -508,11 +508,6 @@ def _new_entry(interval_days: float) -> dict[str, Any]:
 def _compared(report: Report) -> list[Finding]:
     """The nodules and masses of a report that take part in the comparison (not rejected)."""
     return [f for f in report.findings if f.kind in ("nodule", "mass") and f.status != "rejected"]
-
-
-def _equivalent_diameter_mm(volume_mm3: float) -> float:
-    """Diameter (mm) of the sphere of ``volume_mm3``."""
-    return float((6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0))
 
 
 def _mean_diameter_mm(finding: Finding) -> float:

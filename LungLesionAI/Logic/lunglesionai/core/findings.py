@@ -41,6 +41,7 @@ __all__ = [
     "load_report_schema",
     "validate_report_dict",
     "to_jsonable",
+    "equivalent_diameter_mm",
 ]
 
 REPORT_SCHEMA_ID = "lunglesionai-report/1"
@@ -406,3 +407,16 @@ def to_jsonable(obj: Any, *, nan_as_none: bool = False) -> Any:
     if isinstance(obj, (float, np.floating)):
         return None if nan_as_none and not np.isfinite(obj) else float(obj)
     return obj
+
+
+def equivalent_diameter_mm(volume_mm3: float) -> float:
+    """Diameter (mm) of the sphere whose volume is ``volume_mm3`` (mm³): ``(6 V / π)^(1/3)``, the size of a mask
+    in ``Finding.diameter_mm``; 0 for a volume of 0.
+
+    Raises:
+        ValueError: a negative volume.
+    """
+    volume_mm3 = float(volume_mm3)
+    if volume_mm3 < 0:
+        raise ValueError(f"volume must be >= 0 mm3, got {volume_mm3}")
+    return (6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)

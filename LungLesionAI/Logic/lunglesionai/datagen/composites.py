@@ -53,7 +53,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.findings import FindingMask, equivalent_diameter_mm
 from lunglesionai.core.vocabulary import TEXTURE_CLASSES
 from lunglesionai.core.volume import Volume
 from lunglesionai.datasets.lidc import NoduleRecord, load_voi, read_nodule_table
@@ -505,7 +505,7 @@ def _pasted_truth(nodule_id: str, record: NoduleRecord, host: Volume, centre: np
         "center_lps_mm": [round(float(c), 3) for c in centre],
         "diameter_mm": round(float(record.diameter_mm), 3),
         "diameter_source": "lidc-table",
-        "mask_diameter_mm": round(float((6 * volume_mm3 / np.pi) ** (1 / 3)), 3),
+        "mask_diameter_mm": round(equivalent_diameter_mm(volume_mm3), 3),
         "texture": TEXTURE_CLASSES[record.texture] if record.texture is not None else None,
         "attachment": "juxta-pleural" if juxta else "isolated",
         "bbox_lps_mm": _mask_bbox_lps(host, mask),

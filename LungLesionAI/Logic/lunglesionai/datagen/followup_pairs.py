@@ -57,7 +57,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.findings import FindingMask, equivalent_diameter_mm
 from lunglesionai.core.output_folder import atomic_output_folder, check_output_folder, write_json_atomic
 from lunglesionai.core.sitk_bridge import volume_to_sitk
 from lunglesionai.core.volume import Volume
@@ -543,7 +543,7 @@ def _nominal_mm3(voi: Volume, voi_mask: np.ndarray, scale: float) -> float:
 def _measured(prefix: str, grid: Volume, centre: np.ndarray, mask: FindingMask, nominal_mm3: float) -> dict:
     return {f"{prefix}_lps_mm": [round(float(c), 3) for c in centre],
             f"{prefix}_volume_mm3": round(nominal_mm3, 2),
-            f"{prefix}_diameter_mm": round(float((6 * nominal_mm3 / np.pi) ** (1 / 3)), 3),
+            f"{prefix}_diameter_mm": round(equivalent_diameter_mm(nominal_mm3), 3),
             f"{prefix}_mask_volume_mm3": round(float(mask.voxel_count * grid.voxel_volume_mm3), 2)}
 
 

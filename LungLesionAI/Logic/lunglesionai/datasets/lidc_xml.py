@@ -42,6 +42,7 @@ from typing import Optional
 import numpy as np
 from skimage.draw import polygon, polygon_perimeter
 
+from lunglesionai.core.findings import equivalent_diameter_mm
 from lunglesionai.core.volume import Volume
 from lunglesionai.io.ct_files import list_dicom_series, load_volume
 from lunglesionai.io.dicom_checks import read_header
@@ -127,7 +128,7 @@ class LidcNoduleMark:
     @property
     def diameter_mm(self) -> float:
         """Equivalent-sphere diameter (6 V / pi)^(1/3) of the mark, mm."""
-        return _equivalent_diameter(self.volume_mm3)
+        return equivalent_diameter_mm(self.volume_mm3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,7 +182,7 @@ class LidcNodule:
     @property
     def diameter_mm(self) -> float:
         """Equivalent-sphere diameter of the consensus mask, mm."""
-        return _equivalent_diameter(self.volume_mm3)
+        return equivalent_diameter_mm(self.volume_mm3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -548,7 +549,3 @@ def _nodule(marks: list, grid: _SeriesGrid) -> LidcNodule:
         given = [m.ratings[name] for m in marks if m.ratings.get(name) is not None]
         ratings[name] = float(np.mean(given)) if given else None
     return LidcNodule(tuple(marks), lps, lps.mean(axis=0), consensus.size * grid.voxel_mm3, ratings)
-
-
-def _equivalent_diameter(volume_mm3: float) -> float:
-    return float((6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0))

@@ -59,7 +59,7 @@ from lunglesionai.clinical.followup import (
     with_followup,
 )
 from lunglesionai.clinical.lung_rads import follow_up_status
-from lunglesionai.core.findings import Report
+from lunglesionai.core.findings import Report, equivalent_diameter_mm
 
 __all__ = ["CASE_FILES", "MIN_HIT_RADIUS_MM", "MIN_VOLUME_GROWTH", "VDT_TOLERANCE", "evaluate_followup", "find_cases",
            "format_followup_metrics", "read_truth", "score_case", "summarize"]
@@ -269,10 +269,6 @@ def _truth_nodule(path: Path, n: int, item: Any) -> dict[str, Any]:
     return out
 
 
-def _equivalent_diameter_mm(volume_mm3: float) -> float:
-    return float((6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0))
-
-
 def _hits(nodules: list[dict[str, Any]], side: str, report: Report) -> dict[int, str]:
     """Truth index → id of the finding hitting it on ``side`` (one-to-one, least total distance)."""
     truths = [n for n, t in enumerate(nodules) if t[f"{side}_lps_mm"] is not None]
@@ -280,7 +276,7 @@ def _hits(nodules: list[dict[str, Any]], side: str, report: Report) -> dict[int,
     if not truths or not findings:
         return {}
     centres = np.array([nodules[n][f"{side}_lps_mm"] for n in truths])
-    radius = np.array([max(MIN_HIT_RADIUS_MM, _equivalent_diameter_mm(nodules[n][f"{side}_volume_mm3"]) / 2)
+    radius = np.array([max(MIN_HIT_RADIUS_MM, equivalent_diameter_mm(nodules[n][f"{side}_volume_mm3"]) / 2)
                        for n in truths])
     distance = np.linalg.norm(centres[:, None, :] - np.array([f.center_lps_mm for f in findings])[None], axis=-1)
     inside = distance <= radius[:, None]
@@ -294,8 +290,8 @@ def _truth_status(truth: dict[str, Any], days: float) -> str:
         return "new"
     if truth["current_lps_mm"] is None:
         return "resolved"
-    status = follow_up_status(_equivalent_diameter_mm(truth["current_volume_mm3"]),
-                              _equivalent_diameter_mm(truth["prior_volume_mm3"]), days / DAYS_PER_MONTH)
+    status = follow_up_status(equivalent_diameter_mm(truth["current_volume_mm3"]),
+                              equivalent_diameter_mm(truth["prior_volume_mm3"]), days / DAYS_PER_MONTH)
     return _LUNG_RADS_TO_FOLLOWUP[status]
 
 
@@ -320,7 +316,7 @@ def _row(n: int, truth: dict[str, Any], prior_id: Optional[str], current_id: Opt
            "volumetry_reliable": (followup.get("volumetry") or {}).get("reliable")}
     if kind == "both":
         v1, v2 = truth["prior_volume_mm3"], truth["current_volume_mm3"]
-        row.update(prior_diameter_mm=_equivalent_diameter_mm(v1), volume_change_pct=100.0 * (v2 / v1 - 1.0),
+        row.update(prior_diameter_mm=equivalent_diameter_mm(v1), volume_change_pct=100.0 * (v2 / v1 - 1.0),
                    vdt_true_days=volume_doubling_time_days(v1, v2, days))
         if row["match_ok"] and v2 > v1:
             row.update(_measured_vdt(followup, by_id[current_id], days, row["vdt_true_days"]))

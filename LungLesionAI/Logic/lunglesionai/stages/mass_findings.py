@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from lunglesionai.core.findings import Finding, FindingMask
+from lunglesionai.core.findings import Finding, FindingMask, equivalent_diameter_mm
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.blob_detector import Candidate
 from lunglesionai.stages.masses import MassConfig, find_mass_seeds, segment_mass_with_shape
@@ -49,7 +49,7 @@ def find_masses(volume: Volume, lung_mask: np.ndarray, candidates: Sequence[Cand
     """
     voxel_mm3 = volume.voxel_volume_mm3
     big = [c.center_kji for c, (m, _) in zip(candidates, masks)
-           if m is not None and (6 * m.voxel_count * voxel_mm3 / np.pi) ** (1 / 3) > max_nodule_diameter_mm]
+           if m is not None and equivalent_diameter_mm(m.voxel_count * voxel_mm3) > max_nodule_diameter_mm]
     labels = np.zeros(volume.shape_zyx, bool)
     found: list[Finding] = []
     for seed in list(find_mass_seeds(volume, lung_mask, config)) + big:

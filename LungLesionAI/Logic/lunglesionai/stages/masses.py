@@ -39,7 +39,7 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage as ndi
 
-from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.findings import FindingMask, equivalent_diameter_mm
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.lung_mask import block_factors
 from lunglesionai.stages.measurements import axial_axes_mm
@@ -404,7 +404,7 @@ def mass_shape(volume: Volume, mask: FindingMask) -> MassShape:
     elongation = float(np.sqrt(moments[-1] / moments[0])) if moments[0] > 0 else float("inf")
     long_axis_mm, _ = axial_axes_mm(array, volume.spacing_mm[:2])
     core_radius = float(ndi.distance_transform_edt(np.pad(array, 1), sampling=spacing).max())
-    return MassShape(float((6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)), float(long_axis_mm), core_radius,
+    return MassShape(equivalent_diameter_mm(volume_mm3), float(long_axis_mm), core_radius,
                      float(solidity), elongation)
 
 

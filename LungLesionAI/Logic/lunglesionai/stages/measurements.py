@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import find_contours
 
-from lunglesionai.core.findings import Finding, FindingMask
+from lunglesionai.core.findings import Finding, FindingMask, equivalent_diameter_mm
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.calcification import BENIGN_CALCIFICATION_PATTERNS, calcification_pattern
 
@@ -149,7 +149,7 @@ def measure_mask(volume: Volume, mask: FindingMask) -> NoduleMeasurements:
     return NoduleMeasurements(
         center_lps_mm=tuple(float(c) for c in centre),
         bbox_lps_mm=_bbox_lps(volume, kji.min(axis=0), kji.max(axis=0)),
-        diameter_mm=float((6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)),
+        diameter_mm=equivalent_diameter_mm(volume_mm3),
         long_axis_mm=long_axis,
         short_axis_mm=short_axis,
         volume_mm3=volume_mm3,

@@ -55,7 +55,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.findings import FindingMask, equivalent_diameter_mm
 from lunglesionai.core.volume import Volume
 from lunglesionai.stages.segmentation import NoduleSegmentationConfig, dilate_mm, segment_nodule, voi_levels
 
@@ -205,7 +205,7 @@ def measure_pair(prior: Volume, prior_center_kji: Sequence[float], prior_radius_
                        for (name, *_), t, v in zip(scans, chosen.thresholds, chosen.volumes) if v is None)
     for (name, volume, *_), volume_mm3 in zip(scans, chosen.volumes):
         coarsest = float(max(volume.spacing_mm))
-        diameter = None if volume_mm3 is None else (6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0)
+        diameter = None if volume_mm3 is None else equivalent_diameter_mm(volume_mm3)
         if diameter is not None and diameter < config.min_voxels_across * coarsest:
             reasons.append(f"{diameter:.1f} mm across on {coarsest:.1f} mm voxels on the {name} scan")
     method = PAIRED_METHOD if both else "no paired measurement"

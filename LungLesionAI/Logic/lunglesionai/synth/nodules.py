@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lunglesionai.core.findings import FindingMask
+from lunglesionai.core.findings import FindingMask, equivalent_diameter_mm
 
 from .anatomy import Anatomy
 from .grid import Grid
@@ -161,7 +161,7 @@ def nodule_truth(render: NoduleRender, shape: NoduleShape, final_hu: np.ndarray,
     return NoduleTruth(
         id=nodule_id,
         center_lps_mm=center,
-        diameter_mm=float((6.0 * volume / np.pi) ** (1.0 / 3.0)),
+        diameter_mm=equivalent_diameter_mm(volume),
         texture=spec.texture,
         attachment=spec.attachment,
         shape=spec.shape,
