@@ -434,14 +434,13 @@ def _change(old: Finding, new: Finding, interval_days: float, distance_mm: float
     months = interval_days / DAYS_PER_MONTH
     equivalent = None
     if paired is not None and paired.measured and paired.prior_volume_mm3 > 0 and paired.current_volume_mm3 > 0:
-        equivalent = (equivalent_diameter_mm(paired.prior_volume_mm3), equivalent_diameter_mm(
-            paired.current_volume_mm3))
+        equivalent = (equivalent_diameter_mm(paired.prior_volume_mm3),
+                      equivalent_diameter_mm(paired.current_volume_mm3))
         rads_status = follow_up_status(equivalent[1], equivalent[0], months)
     else:
         rads_status = follow_up_status(d_new, d_old, months)
     solid = _solid_component_change(old, new, interval_days)
-    if solid is not None and solid["status"] in ("growing", "slow-growing") and rads_status not in (
-            "growing", "slow-growing"):
+    if solid is not None and _grows(solid["status"]) and not _grows(rads_status):
         rads_status = solid["status"]  # Lung-RADS v2022 reads part-solid growth on the solid component
     status = _LUNG_RADS_TO_FOLLOWUP[rads_status]
     volumes, volumetry = _compared_volumes(old, new, paired)
@@ -483,7 +482,7 @@ def _solid_component_change(old: Finding, new: Finding, interval_days: float) ->
     return {"status": rads, "prior_mean_diameter_mm": float(sizes[0]), "mean_diameter_mm": float(sizes[1]),
             "mean_diameter_change_mm": float(sizes[1]) - float(sizes[0]), "prior_volume_mm3": float(volumes[0]),
             "current_volume_mm3": float(volumes[1]), "volume_change_pct": 100.0 * (volumes[1] / volumes[0] - 1.0),
-            "vdt_days": vdt if rads in ("growing", "slow-growing") else None}
+            "vdt_days": vdt if _grows(rads) else None}
 
 
 def _compared_volumes(old: Finding, new: Finding, paired) -> tuple[tuple[Optional[float], Optional[float]],
@@ -503,6 +502,11 @@ def _new_entry(interval_days: float) -> dict[str, Any]:
             "prior_volume_mm3": None, "current_volume_mm3": None, "volume_change_pct": None, "vdt_days": None,
             "vdt_range_days": None, "volumetry": None, "interval_days": float(interval_days),
             "match_distance_mm": None, "prior_center_lps_mm": None}
+
+
+def _grows(rads_status: str) -> bool:
+    """A Lung-RADS follow-up status that ``followup`` calls "growing" ("growing" or "slow-growing")."""
+    return _LUNG_RADS_TO_FOLLOWUP[rads_status] == "growing"
 
 
 def _compared(report: Report) -> list[Finding]:
